@@ -44,7 +44,7 @@ daemon_pid() {
     local name=$1 pf pid state
     pf=$(pidfile_of "$name")
     [[ -r $pf ]] || return 1
-    read -r pid <"$pf" 2>/dev/null || return 1
+    pid=$(<"$pf") 2>/dev/null || return 1
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     [[ -r /proc/$pid/comm ]] || return 1
     [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$name" ]] || return 1
