@@ -1,0 +1,40 @@
+"""SLURM access: executors (native / docker exec), typed client, planned ops, parsers."""
+
+from .client import JobRecord, OpResult, SlurmAccount, SlurmClient, SlurmState
+from .errors import (
+    ActiveJobsError,
+    CommandNotFound,
+    ContainerMissing,
+    ContainerNotRunning,
+    DockerUnavailable,
+    InvalidValue,
+    SlurmCommandError,
+    SlurmError,
+    SlurmTimeout,
+    SlurmTransientError,
+    SlurmUnavailable,
+)
+from .executor import CommandResult, DockerExecutor, Executor, NativeExecutor
+
+__all__ = [
+    "ActiveJobsError",
+    "CommandNotFound",
+    "CommandResult",
+    "ContainerMissing",
+    "ContainerNotRunning",
+    "DockerExecutor",
+    "DockerUnavailable",
+    "Executor",
+    "InvalidValue",
+    "JobRecord",
+    "NativeExecutor",
+    "OpResult",
+    "SlurmAccount",
+    "SlurmClient",
+    "SlurmCommandError",
+    "SlurmError",
+    "SlurmState",
+    "SlurmTimeout",
+    "SlurmTransientError",
+    "SlurmUnavailable",
+]

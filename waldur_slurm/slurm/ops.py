@@ -1,0 +1,344 @@
+"""Planned SLURM writes as frozen dataclasses (pure data, validated on construction).
+
+A planner builds a list of ops; `SlurmClient.apply(ops)` runs them batched;
+`describe()` is the `--dry-run` text. Every value is checked here, before it can reach
+a command line: names and users against SLURM's character set, limits as non-negative
+integers (sacctmgr silently turns `cpu=abc` into 0), and free text (description,
+organization) reduced to a charset that cannot form `where`/`set`/`=` clauses, quotes,
+or the `:` separator of sacctmgr's load-file format.
+
+Values are lower-case because sacctmgr lower-cases names, users, descriptions and
+organizations; keeping them lower-case here lets a planner compare with `read_state()`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from .errors import InvalidValue
+from .parsing import format_limits
+
+ACCOUNT_RE = re.compile(r"^[a-z0-9_][a-z0-9_-]*$")
+USER_RE = re.compile(r"^[a-z0-9_][a-z0-9_.-]*$")
+TRES_KEY_RE = re.compile(r"^[a-z]+(/[a-z0-9_.-]+)?$")
+UMASK_RE = re.compile(r"^0?[0-7]{3}$")
+# Longest name we put on a command line; SLURM itself has no small limit.
+MAX_NAME_LEN = 64
+MAX_TEXT_LEN = 200
+_TEXT_DROP = re.compile(r"[^a-z0-9 ._@+/-]")
+
+
+def validate_account(name: object, field_name: str = "account") -> str:
+    if not isinstance(name, str) or not ACCOUNT_RE.match(name) or len(name) > MAX_NAME_LEN:
+        raise InvalidValue(field_name, name, f"must match {ACCOUNT_RE.pattern} and be at most {MAX_NAME_LEN} chars")
+    return name
+
+
+def validate_user(name: object, field_name: str = "user") -> str:
+    if not isinstance(name, str) or not USER_RE.match(name) or len(name) > MAX_NAME_LEN:
+        raise InvalidValue(field_name, name, f"must match {USER_RE.pattern} and be at most {MAX_NAME_LEN} chars")
+    return name
+
+
+def validate_limits(limits: Mapping[str, int | None], field_name: str = "limits") -> dict[str, int | None]:
+    """TRES -> non-negative int TRES-minutes (mem in MB); None clears that TRES."""
+    if not isinstance(limits, Mapping):
+        raise InvalidValue(field_name, limits, "must be a mapping of TRES to integers")
+    out: dict[str, int | None] = {}
+    for key, value in limits.items():
+        if not isinstance(key, str) or not TRES_KEY_RE.match(key):
+            raise InvalidValue(f"{field_name} TRES name", key, "must look like cpu, mem or gres/gpu")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise InvalidValue(f"{field_name}[{key}]", value, "must be a non-negative integer or None")
+        out[key] = value
+    return out
+
+
+def sanitize_text(text: object, field_name: str = "description") -> str:
+    """Lower-case, keep `[a-z0-9 ._@+/-]`, collapse spaces, cap the length.
+
+    What is left can be double-quoted on a sacctmgr line and single-quoted in a load
+    file; it holds no quote, `=`, `:`, `,` or newline, so it can never end the value and
+    start a `where`/`set` clause.
+    """
+    if text is None:
+        return ""
+    if not isinstance(text, str):
+        raise InvalidValue(field_name, text, "must be a string")
+    cleaned = _TEXT_DROP.sub(" ", text.lower())
+    return " ".join(cleaned.split())[:MAX_TEXT_LEN].strip()
+
+
+def _names(values: Sequence[str] | str, validator, field_name: str) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
+    if isinstance(values, str):
+        values = (values,)
+    result = tuple(validator(v, field_name) for v in values)
+    if not result:
+        raise InvalidValue(field_name, values, "must not be empty")
+    # keep the caller's order, drop duplicates
+    return tuple(dict.fromkeys(result))
+
+
+def _quote(text: str) -> str:
+    return f'"{text}"'
+
+
+def _cluster_opt(cluster: str | None) -> str:
+    return f" cluster={cluster}" if cluster else ""
+
+
+def _short_list(names: Sequence[str], limit: int = 8) -> str:
+    if len(names) <= limit:
+        return ",".join(names)
+    return ",".join(names[:limit]) + f",... ({len(names)} total)"
+
+
+class SacctmgrOp:
+    """An op rendered as sacctmgr command lines for one stdin batch."""
+
+    def sacctmgr_lines(self, cluster: str | None) -> list[str]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class AddAccounts(SacctmgrOp):
+    """Accounts that share parent, description, organization and limits: ONE command."""
+
+    names: tuple[str, ...]
+    parent: str
+    description: str = ""
+    organization: str = ""
+    limits: Mapping[str, int | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", _names(self.names, validate_account, "account"))
+        validate_account(self.parent, "parent")
+        object.__setattr__(self, "description", sanitize_text(self.description, "description"))
+        object.__setattr__(self, "organization", sanitize_text(self.organization, "organization"))
+        object.__setattr__(self, "limits", validate_limits(self.limits))
+
+    def sacctmgr_lines(self, cluster: str | None) -> list[str]:
+        parts = [f"add account {','.join(self.names)}{_cluster_opt(cluster)} parent={self.parent}"]
+        if self.description:
+            parts.append(f"description={_quote(self.description)}")
+        if self.organization:
+            parts.append(f"organization={_quote(self.organization)}")
+        limits = {k: v for k, v in self.limits.items() if v is not None}
+        if limits:
+            parts.append(f"GrpTRESMins={format_limits(limits)}")
+        return [" ".join(parts)]
+
+    def describe(self) -> str:
+        extra = f" GrpTRESMins={format_limits(dict(self.limits))}" if self.limits else ""
+        return (
+            f"add account(s) {_short_list(self.names)} under {self.parent}"
+            f" (description={self.description!r}, organization={self.organization!r}){extra}"
+        )
+
+
+@dataclass(frozen=True)
+class AddAccountsDescribed:
+    """New accounts under one parent, each with ITS OWN description, in ONE transaction.
+
+    Runs `sacctmgr -i load file=/dev/stdin` with a flat file (measured: 100 accounts in
+    0.9 s versus 52.9 s for 100 `add account` lines, which commit one by one). The load
+    is all-or-nothing: one bad line commits nothing.
+
+    CAUTION: load also *updates* accounts that already exist: their description,
+    organization, limits, and even their parent (an account elsewhere is MOVED under
+    `parent`). Put only names that are new or already under `parent` in here.
+    """
+
+    entries: tuple[tuple[str, str], ...]  # (name, description)
+    parent: str
+    organization: str = ""
+    limits: Mapping[str, int | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        entries = tuple(
+            (validate_account(name, "account"), sanitize_text(desc, "description")) for name, desc in self.entries
+        )
+        if not entries:
+            raise InvalidValue("entries", self.entries, "must not be empty")
+        names = [n for n, _ in entries]
+        if len(set(names)) != len(names):
+            raise InvalidValue("entries", names, "account names must be unique")
+        object.__setattr__(self, "entries", entries)
+        validate_account(self.parent, "parent")
+        object.__setattr__(self, "organization", sanitize_text(self.organization, "organization"))
+        limits = validate_limits(self.limits)
+        if any(v is None for v in limits.values()):
+            raise InvalidValue("limits", limits, "a new account has no limit to clear; leave the TRES out")
+        object.__setattr__(self, "limits", limits)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(n for n, _ in self.entries)
+
+    def load_file(self, cluster: str) -> str:
+        validate_account(cluster, "cluster")
+        lines = [f"Cluster - '{cluster}'", f"Parent - '{self.parent}'"]
+        for name, desc in self.entries:
+            opts = [f"Account - '{name}'"]
+            if desc:
+                opts.append(f"Description='{desc}'")
+            if self.organization:
+                opts.append(f"Organization='{self.organization}'")
+            if self.limits:
+                opts.append(f"GrpTRESMins={format_limits(dict(self.limits))}")
+            lines.append(":".join(opts))
+        return "\n".join(lines) + "\n"
+
+    def describe(self) -> str:
+        extra = f" GrpTRESMins={format_limits(dict(self.limits))}" if self.limits else ""
+        shown = ", ".join(f"{n} ({d!r})" for n, d in self.entries[:8])
+        more = f", ... ({len(self.entries)} total)" if len(self.entries) > 8 else ""
+        return f"add account(s) {shown}{more} under {self.parent} (organization={self.organization!r}){extra}"
+
+
+@dataclass(frozen=True)
+class RemoveAccounts(SacctmgrOp):
+    """Remove accounts (their associations and the users' associations in them)."""
+
+    names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", _names(self.names, validate_account, "account"))
+        if "root" in self.names:
+            raise InvalidValue("account", "root", "the root account is never removed")
+
+    def sacctmgr_lines(self, cluster: str | None) -> list[str]:
+        return [f"remove account where name={','.join(self.names)}{_cluster_opt(cluster)}"]
+
+    def describe(self) -> str:
+        return f"remove account(s) {_short_list(self.names)}"
+
+
+@dataclass(frozen=True)
+class AddUsers(SacctmgrOp):
+    """Every user in `users` gets an association in every account in `accounts`."""
+
+    users: tuple[str, ...]
+    accounts: tuple[str, ...]
+    default_account: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "users", _names(self.users, validate_user, "user"))
+        object.__setattr__(self, "accounts", _names(self.accounts, validate_account, "account"))
+        if self.default_account is not None:
+            validate_account(self.default_account, "default_account")
+
+    def sacctmgr_lines(self, cluster: str | None) -> list[str]:
+        line = f"add user {','.join(self.users)} account={','.join(self.accounts)}{_cluster_opt(cluster)}"
+        if self.default_account:
+            line += f" DefaultAccount={self.default_account}"
+        return [line]
+
+    def describe(self) -> str:
+        extra = f" (default account {self.default_account})" if self.default_account else ""
+        return f"add user(s) {_short_list(self.users)} to account(s) {_short_list(self.accounts)}{extra}"
+
+
+@dataclass(frozen=True)
+class RemoveUsers(SacctmgrOp):
+    """Remove the associations of `users` in `accounts` (a user record goes with its last one)."""
+
+    users: tuple[str, ...]
+    accounts: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "users", _names(self.users, validate_user, "user"))
+        object.__setattr__(self, "accounts", _names(self.accounts, validate_account, "account"))
+
+    def sacctmgr_lines(self, cluster: str | None) -> list[str]:
+        return [
+            f"remove user where name={','.join(self.users)} account={','.join(self.accounts)}{_cluster_opt(cluster)}"
+        ]
+
+    def describe(self) -> str:
+        return f"remove user(s) {_short_list(self.users)} from account(s) {_short_list(self.accounts)}"
+
+
+@dataclass(frozen=True)
+class SetLimits(SacctmgrOp):
+    """Set account-level GrpTRESMins; only the given TRES change, None clears one."""
+
+    accounts: tuple[str, ...]
+    limits: Mapping[str, int | None]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "accounts", _names(self.accounts, validate_account, "account"))
+        limits = validate_limits(self.limits)
+        if not limits:
+            raise InvalidValue("limits", limits, "must not be empty")
+        object.__setattr__(self, "limits", limits)
+
+    def sacctmgr_lines(self, cluster: str | None) -> list[str]:
+        return [
+            f"modify account where name={','.join(self.accounts)}{_cluster_opt(cluster)}"
+            f" set GrpTRESMins={format_limits(dict(self.limits))}"
+        ]
+
+    def describe(self) -> str:
+        return f"set GrpTRESMins={format_limits(dict(self.limits))} on account(s) {_short_list(self.accounts)}"
+
+
+@dataclass(frozen=True)
+class SetDefaultAccount(SacctmgrOp):
+    users: tuple[str, ...]
+    account: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "users", _names(self.users, validate_user, "user"))
+        validate_account(self.account, "account")
+
+    def sacctmgr_lines(self, cluster: str | None) -> list[str]:
+        return [f"modify user where name={','.join(self.users)}{_cluster_opt(cluster)} set DefaultAccount={self.account}"]
+
+    def describe(self) -> str:
+        return f"set default account {self.account} for user(s) {_short_list(self.users)}"
+
+
+@dataclass(frozen=True)
+class CancelJobs:
+    """Cancel every pending/running job charged to these accounts (one scancel)."""
+
+    accounts: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "accounts", _names(self.accounts, validate_account, "account"))
+
+    def argv(self) -> list[str]:
+        return ["scancel", f"--account={','.join(self.accounts)}"]
+
+    def describe(self) -> str:
+        return f"cancel the jobs of account(s) {_short_list(self.accounts)}"
+
+
+@dataclass(frozen=True)
+class CreateHomedirs:
+    """Create missing home directories with mkhomedir_helper (one process for all users)."""
+
+    users: tuple[str, ...]
+    umask: str = "0077"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "users", _names(self.users, validate_user, "user"))
+        if not isinstance(self.umask, str) or not UMASK_RE.match(self.umask):
+            raise InvalidValue("umask", self.umask, "must be an octal umask like 0077")
+
+    def argv(self) -> list[str]:
+        # One shell for all users; a failing user is reported by name and the rest go on.
+        script = 'm=$1; shift; for u; do mkhomedir_helper "$u" "$m" || echo "wsa-homedir-failed $u $?"; done'
+        return ["sh", "-c", script, "sh", self.umask, *self.users]
+
+    def describe(self) -> str:
+        return f"create home directories (umask {self.umask}) for user(s) {_short_list(self.users)}"
+
+
+Op = AddAccounts | AddAccountsDescribed | RemoveAccounts | AddUsers | RemoveUsers | SetLimits | SetDefaultAccount | CancelJobs | CreateHomedirs
