@@ -9,7 +9,7 @@ Rules (the original agent's, with its collision bug B3 fixed):
   Sanitising drops every character outside ``[a-zA-Z0-9_-]`` (so ``Ääkköset`` gives ``kkset``).
 
 Every account the agent creates carries a marker in its description naming the Waldur object it
-belongs to (``waldur_resource_<uuid>`` and so on). That is how a retry after a crash recognises and
+belongs to (``waldur resource <uuid>`` and so on). That is how a retry after a crash recognises and
 adopts its own account, and how a name that belongs to another resource is recognised as taken: then
 the UUID part is lengthened (6, 7, ... hex digits) and, if the length limit leaves no room for that,
 a numeric suffix is added. The choice is deterministic for a given set of taken names.
@@ -25,7 +25,10 @@ from dataclasses import dataclass
 ALLOWED_CHARACTERS = "a-zA-Z0-9-_"
 _DISALLOWED = re.compile(r"[^a-zA-Z0-9_-]")
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
-_MARKER = re.compile(r"\bwaldur_(resource|project|customer)_([0-9a-f]{32})\b")
+# sacctmgr lower-cases descriptions and the op layer turns "_" into a space, so accept both spellings.
+_MARKER = re.compile(r"(?<![0-9a-z])waldur[ _](resource|project|customer)[ _]([0-9a-f]{32})(?![0-9a-z])")
+# The op layer refuses longer names; fail here with a message that names the setting instead.
+MAX_ACCOUNT_LEN = 64
 SHORT_UUID_LEN = 5
 MAX_SUFFIX = 999
 
@@ -68,12 +71,22 @@ def normalise_uuid(value: object, field: str = "uuid") -> str:
         raise NamingError(f"{field} {value!r} is not a UUID") from None
 
 
+def _checked(name: str, setting: str) -> str:
+    if len(name) > MAX_ACCOUNT_LEN:
+        raise NamingError(f"{setting} makes the account name {name!r} longer than {MAX_ACCOUNT_LEN} characters")
+    if name.startswith("-"):
+        raise NamingError(f"{setting} makes the account name {name!r} start with '-'")
+    return name
+
+
 def customer_account(rules: NamingRules, customer_uuid: object) -> str:
-    return (sanitise(rules.customer_prefix) + normalise_uuid(customer_uuid, "customer_uuid")).lower()
+    name = (sanitise(rules.customer_prefix) + normalise_uuid(customer_uuid, "customer_uuid")).lower()
+    return _checked(name, "SLURM_CUSTOMER_PREFIX")
 
 
 def project_account(rules: NamingRules, project_uuid: object) -> str:
-    return (sanitise(rules.project_prefix) + normalise_uuid(project_uuid, "project_uuid")).lower()
+    name = (sanitise(rules.project_prefix) + normalise_uuid(project_uuid, "project_uuid")).lower()
+    return _checked(name, "SLURM_PROJECT_PREFIX")
 
 
 def allocation_candidates(rules: NamingRules, resource_uuid: object, resource_name: object) -> list[str]:
@@ -81,7 +94,9 @@ def allocation_candidates(rules: NamingRules, resource_uuid: object, resource_na
     hex_uuid = normalise_uuid(resource_uuid, "marketplace_resource_uuid")
     name = resource_name if isinstance(resource_name, str) else ""
     prefix = sanitise(rules.allocation_prefix)
-    max_len = rules.allocation_name_max_len
+    if prefix.startswith("-"):
+        raise NamingError(f"SLURM_ALLOCATION_PREFIX {prefix!r} makes account names start with '-'")
+    max_len = min(rules.allocation_name_max_len, MAX_ACCOUNT_LEN)
     if len(prefix) + SHORT_UUID_LEN + 1 > max_len:
         raise NamingError(
             f"SLURM_ALLOCATION_NAME_MAX_LEN {max_len} leaves no room for the prefix {prefix!r} "
@@ -122,15 +137,15 @@ def allocation_account(
 
 
 def resource_marker(resource_uuid: object) -> str:
-    return f"waldur_resource_{normalise_uuid(resource_uuid, 'marketplace_resource_uuid')}"
+    return f"waldur resource {normalise_uuid(resource_uuid, 'marketplace_resource_uuid')}"
 
 
 def project_marker(project_uuid: object) -> str:
-    return f"waldur_project_{normalise_uuid(project_uuid, 'project_uuid')}"
+    return f"waldur project {normalise_uuid(project_uuid, 'project_uuid')}"
 
 
 def customer_marker(customer_uuid: object) -> str:
-    return f"waldur_customer_{normalise_uuid(customer_uuid, 'customer_uuid')}"
+    return f"waldur customer {normalise_uuid(customer_uuid, 'customer_uuid')}"
 
 
 def owner_of(description: str) -> tuple[str, str] | None:

@@ -122,15 +122,33 @@ def test_every_candidate_taken_is_an_error() -> None:
 
 def test_markers_round_trip_through_sacctmgr_lower_casing() -> None:
     marker = naming.resource_marker(RES.upper())
-    assert marker == f"waldur_resource_{RES}"
+    assert marker == f"waldur resource {RES}"
     assert naming.resource_owner(marker.upper()) == RES
+    # the op layer turns "_" into " "; sacctmgr lower-cases: both spellings are recognised
+    assert naming.resource_owner(f"waldur_resource_{RES}") == RES
+    assert naming.resource_owner(f"x waldur resource {RES}x") is None
     assert naming.owner_of(naming.project_marker(RES)) == ("project", RES)
     assert naming.owner_of(naming.customer_marker(RES)) == ("customer", RES)
     assert naming.resource_owner(naming.project_marker(RES)) is None
     assert naming.resource_owner("someone else's account") is None
-    assert naming.resource_owner("waldur_resource_" + RES[:31]) is None
+    assert naming.resource_owner("waldur resource " + RES[:31]) is None
     assert naming.resource_owner("") is None
 
 
 def test_sanitise_keeps_only_the_allowed_characters() -> None:
     assert naming.sanitise("a-b_c.D/e f=g'h\"i;j\nk") == "a-b_cDefghijk"
+
+
+def test_names_stay_within_what_the_op_layer_accepts() -> None:
+    from waldur_slurm.slurm.ops import validate_account
+
+    rules = NamingRules(allocation_name_max_len=200)
+    name = naming.allocation_account(rules, RES, "y" * 500)
+    assert len(name) == naming.MAX_ACCOUNT_LEN
+    assert validate_account(name) == name
+    for hostile in ("", "Ж", "a b", "x" * 500):
+        validate_account(naming.allocation_account(RULES, RES, hostile))
+    with pytest.raises(NamingError, match="SLURM_CUSTOMER_PREFIX"):
+        naming.customer_account(NamingRules(customer_prefix="c" * 40), RES)
+    with pytest.raises(NamingError, match="start with '-'"):
+        naming.allocation_account(NamingRules(allocation_prefix="-x"), RES, "a")

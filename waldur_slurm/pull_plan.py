@@ -1,0 +1,918 @@
+"""Pull planning: from Waldur orders and one SLURM snapshot to a plan (pure: no I/O, no clock).
+
+``plan_orders`` turns the cycle's orders into
+
+- per order: whether to approve or reject it, the Waldur actions that follow the SLURM batch
+  (set_backend_id, set_limits, complete), or why it is erred, deferred or skipped;
+- one list of SLURM ops for all orders, grouped so that identical work is one command: new accounts
+  under the same parent in one load, the same users joining the same accounts in one ``add user``,
+  the same limits on several accounts in one ``modify``. Each op records which orders it serves, so a
+  failing op fails (or defers) exactly those orders.
+
+``plan_membership`` does the same for the periodic membership pass over OK resources.
+
+Every decision is made from the state, never from memory, so a cycle that finds the work half done
+(an account with our marker but no backend_id in Waldur, an order done in SLURM but not in Waldur)
+finishes it and redoes nothing: an account whose description names this resource is adopted, missing
+accounts, limits and associations are added, and what is already right produces no op.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
+
+from waldur_slurm import naming
+from waldur_slurm.components import Component
+from waldur_slurm.naming import NamingError, NamingRules
+from waldur_slurm.slurm.errors import InvalidValue
+from waldur_slurm.slurm.ops import (
+    AddAccountsDescribed,
+    AddUsers,
+    CancelJobs,
+    CreateHomedirs,
+    RemoveAccounts,
+    RemoveUsers,
+    SetDefaultAccount,
+    SetLimits,
+    validate_account,
+    validate_user,
+)
+from waldur_slurm.waldur.models import OfferingUser, Order, Resource, TeamMember
+
+CREATE, UPDATE, TERMINATE = "Create", "Update", "Terminate"
+SUPPORTED_TYPES = (CREATE, UPDATE, TERMINATE)
+PENDING, EXECUTING = "pending-provider", "executing"
+# GrpTRESMins is a uint64 in SLURM and the top values mean INFINITE / NO_VAL; stay far below them.
+MAX_TRES_MINUTES = 2**62
+# Users the agent never associates or removes, whatever Waldur says.
+IGNORED_USERS = frozenset({"root"})
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs
+
+
+class AccountLike(Protocol):
+    name: str
+    parent: str
+    description: str
+    organization: str
+    limits: Mapping[str, int]
+    users: frozenset[str]
+
+
+class StateLike(Protocol):
+    accounts: Mapping[str, AccountLike]
+    default_account: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """What planning needs from the settings, plus the Waldur server flavour ("8" or "2024")."""
+
+    naming: NamingRules
+    default_account: str
+    components: Mapping[str, Component]
+    enable_homedir: bool = False
+    homedir_umask: int = 0o077
+    flavour: str = "8"
+
+    @classmethod
+    def from_settings(cls, settings: Any, flavour: str = "8") -> PlanConfig:
+        return cls(
+            naming=NamingRules.from_settings(settings),
+            default_account=settings.default_account,
+            components=dict(settings.components),
+            enable_homedir=bool(settings.enable_homedir),
+            homedir_umask=int(settings.homedir_umask),
+            flavour=flavour,
+        )
+
+    @property
+    def umask(self) -> str:
+        return f"{self.homedir_umask:04o}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Outputs
+
+
+@dataclass(frozen=True)
+class SetBackendId:
+    resource_uuid: str
+    backend_id: str
+
+    def describe(self) -> str:
+        return f"set backend_id of resource {self.resource_uuid} to {self.backend_id!r}"
+
+
+@dataclass(frozen=True)
+class SetResourceLimits:
+    resource_uuid: str
+    limits: Mapping[str, Any]  # Waldur units, as the order gave them
+
+    def describe(self) -> str:
+        return f"set limits of resource {self.resource_uuid} to {dict(self.limits)}"
+
+
+@dataclass(frozen=True)
+class CompleteOrder:
+    order: Order
+
+    def describe(self) -> str:
+        return f"complete {self.order.type} order {self.order.uuid}"
+
+
+WaldurAction = SetBackendId | SetResourceLimits | CompleteOrder
+
+
+@dataclass
+class OrderPlan:
+    """What happens to one order this cycle.
+
+    Exactly one outcome: ``reject`` (pending order that can never succeed), ``erred`` (executing order
+    that can never succeed), ``skip`` (not ours to touch), or work: ``approve`` first if pending, the
+    SLURM ops that list this order as an owner, then ``actions`` in order. ``defer`` set on a work plan
+    means the SLURM part runs now but the Waldur actions wait for the next cycle (the 2024 server has
+    not created the allocation yet).
+    """
+
+    order: Order
+    approve: bool = False
+    reject: str | None = None
+    erred: str | None = None
+    skip: str | None = None
+    defer: str | None = None
+    account: str | None = None
+    actions: list[WaldurAction] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    failed: bool = False  # a skip caused by a problem the operator must fix (counted as failed)
+
+    @property
+    def works(self) -> bool:
+        return self.reject is None and self.erred is None and self.skip is None
+
+    @property
+    def outcome(self) -> str:
+        if self.reject is not None:
+            return "reject"
+        if self.erred is not None:
+            return "erred"
+        if self.skip is not None:
+            return "skip"
+        if self.defer is not None:
+            return "defer"
+        return "work"
+
+    def describe(self) -> list[str]:
+        o = self.order
+        head = f"order {o.uuid} ({o.type}, {o.state}, resource {o.resource_uuid})"
+        if self.reject is not None:
+            return [f"{head}: reject: {self.reject}"]
+        if self.erred is not None:
+            return [f"{head}: mark erred: {self.erred}"]
+        if self.skip is not None:
+            return [f"{head}: skip: {self.skip}"]
+        lines = [f"{head}: account {self.account or '-'}"]
+        if self.approve:
+            lines.append("  approve")
+        if self.defer is not None:
+            lines.append(f"  then wait for the next cycle: {self.defer}")
+        lines.extend(f"  {a.describe()}" for a in self.actions)
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return lines
+
+
+@dataclass(frozen=True)
+class PlannedOp:
+    """A SLURM op and the keys (order or resource UUIDs) it serves."""
+
+    op: Any
+    owners: frozenset[str]
+
+    def describe(self) -> str:
+        return self.op.describe()
+
+
+@dataclass
+class PullPlan:
+    orders: list[OrderPlan] = field(default_factory=list)
+    ops: list[PlannedOp] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def by_uuid(self) -> dict[str, OrderPlan]:
+        return {p.order.uuid: p for p in self.orders}
+
+    def ops_of(self, order_uuid: str) -> list[PlannedOp]:
+        return [p for p in self.ops if order_uuid in p.owners]
+
+    def describe(self) -> list[str]:
+        lines = [f"pull plan: {len(self.orders)} order(s), {len(self.ops)} SLURM op(s)"]
+        for plan in self.orders:
+            lines.extend(plan.describe())
+        if self.ops:
+            lines.append("SLURM:")
+            lines.extend(f"  {p.describe()}" for p in self.ops)
+        lines.extend(f"note: {n}" for n in self.notes)
+        return lines
+
+
+class OrderInvalid(ValueError):
+    """The order can never succeed; the message names the field and the value."""
+
+
+class AgentMisconfigured(ValueError):
+    """The agent's own setup (not the order) prevents the work: a pending order is left pending."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation and conversion
+
+
+def _number(value: object) -> Decimal | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, Decimal)):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(repr(value)) if math.isfinite(value) else None
+    if isinstance(value, str):
+        try:
+            return Decimal(value.strip())
+        except InvalidOperation:
+            return None
+    return None
+
+
+def validate_limits(raw: object, components: Mapping[str, Component]) -> tuple[dict[str, int], dict[str, Any], list[str]]:
+    """The order's limits as (GrpTRESMins for limit-type components, the Waldur values kept, notes).
+
+    Raises OrderInvalid naming the field and the value for unknown components, non-numbers, NaN or
+    infinity, negative and too-large values. A null value means "not given". Values for usage-type
+    components are ignored: their GrpTRESMins comes from the components file.
+    """
+    if raw is None:
+        return {}, {}, []
+    if not isinstance(raw, Mapping):
+        raise OrderInvalid(f"limits {raw!r} is not a mapping of component to number")
+    slurm: dict[str, int] = {}
+    waldur: dict[str, Any] = {}
+    notes: list[str] = []
+    for key in sorted(raw, key=str):
+        value = raw[key]
+        field_name = f"limits.{key}"
+        component = components.get(key) if isinstance(key, str) else None
+        if component is None:
+            known = ", ".join(sorted(components)) or "none"
+            raise OrderInvalid(f"{field_name} = {value!r}: unknown component {key!r} (known: {known})")
+        if value is None:
+            notes.append(f"{field_name} is null: treated as not given")
+            continue
+        number = _number(value)
+        if number is None or not number.is_finite():
+            raise OrderInvalid(f"{field_name} = {value!r} is not a finite number")
+        if number < 0:
+            raise OrderInvalid(f"{field_name} = {value!r} is negative")
+        minutes = component.to_slurm(number)
+        if minutes >= MAX_TRES_MINUTES:
+            raise OrderInvalid(f"{field_name} = {value!r} is too large ({minutes} TRES-minutes)")
+        if component.accounting_type != "limit":
+            notes.append(f"{field_name} ignored: {key} is a usage component, its limit comes from the components file")
+            continue
+        slurm[key] = minutes
+        waldur[key] = value
+    return slurm, waldur, notes
+
+
+def create_limits(order_limits: Mapping[str, int], components: Mapping[str, Component]) -> dict[str, int]:
+    """GrpTRESMins of a new account: the order's value for limit components, the file's otherwise."""
+    limits: dict[str, int] = {}
+    for key, component in sorted(components.items()):
+        if component.accounting_type == "limit" and key in order_limits:
+            limits[key] = order_limits[key]
+        elif component.slurm_limit is not None:
+            limits[key] = component.slurm_limit
+    return limits
+
+
+def limits_differ(current: Mapping[str, int], target: Mapping[str, int]) -> dict[str, int]:
+    """The part of ``target`` that is not already set on the account."""
+    return {k: v for k, v in target.items() if current.get(k) != v}
+
+
+def _norm_user(name: str | None) -> str | None:
+    """SLURM lower-cases user names; an unusable name gives None."""
+    if not name:
+        return None
+    lowered = name.strip().lower()
+    try:
+        return validate_user(lowered)
+    except InvalidValue:
+        return None
+
+
+def resource_users(
+    team: Iterable[TeamMember] | None, offering_users: Iterable[OfferingUser]
+) -> tuple[set[str], list[str]]:
+    """SLURM users of a resource: its team members that have an offering user with a username.
+
+    Intersected by Waldur user UUID; restricted offering users are left out. Returns (users, notes).
+    """
+    by_user: dict[str, OfferingUser] = {}
+    for ou in offering_users:
+        if ou.user_uuid:
+            by_user[ou.user_uuid] = ou
+    users: set[str] = set()
+    notes: list[str] = []
+    for member in team or ():
+        ou = by_user.get(member.uuid)
+        if ou is None or not ou.username or ou.is_restricted:
+            continue
+        name = _norm_user(ou.username)
+        if name is None:
+            notes.append(f"offering username {ou.username!r} is not a valid SLURM user name: not added")
+        elif name not in IGNORED_USERS:
+            users.add(name)
+    return users, notes
+
+
+def offering_usernames(offering_users: Iterable[OfferingUser]) -> set[str]:
+    """Every SLURM user the offering knows about (restricted ones too): the only users we may remove."""
+    names = {_norm_user(ou.username) for ou in offering_users if ou.username}
+    return {n for n in names if n is not None} - IGNORED_USERS
+
+
+# --------------------------------------------------------------------------------------------------
+# Working state: the snapshot plus what this plan already decided
+
+
+class _Work:
+    """Collects intents from every order, then groups them into few ops."""
+
+    def __init__(self, state: StateLike, config: PlanConfig) -> None:
+        self.state = state
+        self.config = config
+        self.accounts = {name.lower(): acc for name, acc in state.accounts.items()}
+        self.defaults = {u.lower(): a.lower() for u, a in state.default_account.items()}
+        # account name -> (parent, description, organization, limits, depth) planned this cycle
+        self.new_accounts: dict[str, tuple[str, str, str, tuple[tuple[str, int], ...], int]] = {}
+        self.new_owners: dict[str, set[str]] = defaultdict(set)
+        self.set_limits: dict[str, dict[str, int]] = {}
+        self.limit_owners: dict[str, set[str]] = defaultdict(set)
+        self.joins: dict[str, set[str]] = defaultdict(set)  # user -> accounts
+        self.join_owners: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self.new_defaults: dict[str, str] = {}  # user -> account (set after the adds)
+        self.default_owners: dict[str, set[str]] = defaultdict(set)
+        self.homedirs: dict[str, set[str]] = defaultdict(set)
+        self.cancel: dict[str, set[str]] = defaultdict(set)
+        self.leaves: dict[tuple[str, str], set[str]] = defaultdict(set)  # (user, account) -> owners
+        self.moves: dict[str, str] = {}  # user -> new default before a removal
+        self.move_owners: dict[str, set[str]] = defaultdict(set)
+        self.removals: dict[str, tuple[int, set[str]]] = {}  # account -> (depth, owners)
+        self.reserved: set[str] = set()
+        self.claimed: dict[str, str] = {}  # backend_id -> resource UUID
+
+    # -- queries over snapshot + plan
+
+    def exists(self, name: str) -> bool:
+        return name in self.accounts or name in self.new_accounts
+
+    def removed(self, name: str) -> bool:
+        return name in self.removals
+
+    def users_of(self, account: str) -> set[str]:
+        acc = self.accounts.get(account)
+        current = set(acc.users) if acc is not None else set()
+        joined = {u for u, accts in self.joins.items() if account in accts}
+        left = {u for (u, a) in self.leaves if a == account}
+        return (current | joined) - left
+
+    def accounts_of(self, user: str) -> set[str]:
+        """The user's accounts after this plan (snapshot + joins - leaves - removed accounts)."""
+        current = {name for name, acc in self.accounts.items() if user in acc.users}
+        result = (current | self.joins.get(user, set())) - {a for (u, a) in self.leaves if u == user}
+        return {a for a in result if not self.removed(a)}
+
+    def children_of(self, account: str) -> set[str]:
+        children = {name for name, acc in self.accounts.items() if acc.parent.lower() == account}
+        children |= {name for name, spec in self.new_accounts.items() if spec[0] == account}
+        return {c for c in children if not self.removed(c)}
+
+    def is_allocation(self, account: str) -> bool:
+        acc = self.accounts.get(account)
+        if acc is not None:
+            return naming.resource_owner(acc.description) is not None
+        spec = self.new_accounts.get(account)
+        return spec is not None and naming.resource_owner(spec[1]) is not None
+
+    def bad_default(self, user: str) -> bool:
+        """No default, or one that is root, SLURM_DEFAULT_ACCOUNT, or not among the user's accounts."""
+        default = self.new_defaults.get(user) or self.defaults.get(user) or ""
+        if default in ("", "root", self.config.default_account):
+            return True
+        return default not in self.accounts_of(user)
+
+    # -- intents
+
+    def add_account(self, name: str, parent: str, description: str, organization: str,
+                    limits: Mapping[str, int], depth: int, owner: str) -> None:
+        if name not in self.new_accounts:
+            self.new_accounts[name] = (parent, description, organization, tuple(sorted(limits.items())), depth)
+        self.new_owners[name].add(owner)
+
+    def limit(self, account: str, limits: Mapping[str, int], owner: str) -> None:
+        self.set_limits.setdefault(account, {}).update(limits)
+        self.limit_owners[account].add(owner)
+
+    def join(self, user: str, account: str, owner: str) -> None:
+        had_record = user in self.defaults or user in self.joins
+        self.joins[user].add(account)
+        self.join_owners[(user, account)].add(owner)
+        if self.config.enable_homedir:
+            self.homedirs[user].add(owner)
+        if not had_record or self.bad_default(user):
+            # a user SLURM does not know yet gets its default in the add; others get a modify after it
+            self.new_defaults.setdefault(user, account)
+            self.default_owners[user].add(owner)
+
+    def leave(self, user: str, account: str, owner: str) -> None:
+        self.leaves[(user, account)].add(owner)
+        self._move_default(user, account, owner)
+
+    def _move_default(self, user: str, account: str, owner: str) -> None:
+        current = self.new_defaults.get(user) or self.defaults.get(user)
+        if current != account:
+            return
+        others = sorted(self.accounts_of(user) - {account})
+        preferred = [a for a in others if self.is_allocation(a)] or [
+            a for a in others if a not in ("root", self.config.default_account)
+        ]
+        if preferred:
+            self.moves[user] = preferred[0]
+            self.move_owners[user].add(owner)
+
+    def remove_account(self, account: str, depth: int, owner: str) -> None:
+        if account in self.removals:
+            self.removals[account][1].add(owner)
+            return
+        self.removals[account] = (depth, {owner})
+        for user in sorted(self.users_of(account)):
+            self._move_default(user, account, owner)
+
+    # -- grouping
+
+    def ops(self) -> list[PlannedOp]:
+        out: list[PlannedOp] = []
+        # New accounts: one load per (parent, organization, limits), parents before children.
+        groups: dict[tuple[int, str, str, tuple[tuple[str, int], ...]], list[str]] = defaultdict(list)
+        for name, (parent, _desc, org, limits, depth) in self.new_accounts.items():
+            groups[(depth, parent, org, limits)].append(name)
+        for (_depth, parent, org, limits), names in sorted(groups.items()):
+            names.sort()
+            entries = tuple((n, self.new_accounts[n][1]) for n in names)
+            out.append(PlannedOp(
+                AddAccountsDescribed(entries=entries, parent=parent, organization=org, limits=dict(limits)),
+                frozenset().union(*(self.new_owners[n] for n in names)),
+            ))
+        # Limits: accounts that get the same values share one modify.
+        by_limits: dict[tuple[tuple[str, int], ...], list[str]] = defaultdict(list)
+        for account, limits in self.set_limits.items():
+            by_limits[tuple(sorted(limits.items()))].append(account)
+        for limits, accounts in sorted(by_limits.items()):
+            accounts.sort()
+            out.append(PlannedOp(
+                SetLimits(accounts=tuple(accounts), limits=dict(limits)),
+                frozenset().union(*(self.limit_owners[a] for a in accounts)),
+            ))
+        # Users: those joining the same set of accounts (with the same new default) share one add.
+        adds: dict[tuple[tuple[str, ...], str | None], list[str]] = defaultdict(list)
+        for user, accounts in self.joins.items():
+            new_user = user not in self.defaults
+            default = self.new_defaults.get(user) if new_user else None
+            adds[(tuple(sorted(accounts)), default)].append(user)
+        for (accounts, default), users in sorted(adds.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+            users.sort()
+            owners = frozenset().union(*(self.join_owners[(u, a)] for u in users for a in accounts))
+            out.append(PlannedOp(AddUsers(users=tuple(users), accounts=accounts, default_account=default), owners))
+        fixes: dict[str, list[str]] = defaultdict(list)
+        for user, account in self.new_defaults.items():
+            if user in self.defaults:
+                fixes[account].append(user)
+        for account, users in sorted(fixes.items()):
+            users.sort()
+            owners = frozenset().union(*(self.default_owners[u] for u in users))
+            out.append(PlannedOp(SetDefaultAccount(users=tuple(users), account=account), owners))
+        if self.homedirs:
+            users = sorted(self.homedirs)
+            owners = frozenset().union(*self.homedirs.values())
+            out.append(PlannedOp(CreateHomedirs(users=tuple(users), umask=self.config.umask), owners))
+        # Removals: cancel jobs, move defaults away, drop associations, then accounts, children first.
+        if self.cancel:
+            accounts = sorted(self.cancel)
+            out.append(PlannedOp(CancelJobs(accounts=tuple(accounts)), frozenset().union(*self.cancel.values())))
+        moves: dict[str, list[str]] = defaultdict(list)
+        for user, account in self.moves.items():
+            moves[account].append(user)
+        for account, users in sorted(moves.items()):
+            users.sort()
+            owners = frozenset().union(*(self.move_owners[u] for u in users))
+            out.append(PlannedOp(SetDefaultAccount(users=tuple(users), account=account), owners))
+        leaving: dict[str, set[str]] = defaultdict(set)  # account -> users
+        for (user, account) in self.leaves:
+            leaving[account].add(user)
+        by_users: dict[tuple[str, ...], list[str]] = defaultdict(list)
+        for account, users in leaving.items():
+            by_users[tuple(sorted(users))].append(account)
+        for users, accounts in sorted(by_users.items()):
+            accounts.sort()
+            owners = frozenset().union(*(self.leaves[(u, a)] for u in users for a in accounts))
+            out.append(PlannedOp(RemoveUsers(users=users, accounts=tuple(accounts)), owners))
+        by_depth: dict[int, list[str]] = defaultdict(list)
+        for account, (depth, _owners) in self.removals.items():
+            by_depth[depth].append(account)
+        for depth in sorted(by_depth, reverse=True):
+            accounts = sorted(by_depth[depth])
+            owners = frozenset().union(*(self.removals[a][1] for a in accounts))
+            out.append(PlannedOp(RemoveAccounts(names=tuple(accounts)), owners))
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Orders
+
+
+def _sort_key(order: Order) -> tuple[str, str]:
+    return (order.created.isoformat() if order.created else "", order.uuid)
+
+
+def _own_account(work: _Work, resource_uuid: str, backend_id: str) -> tuple[str | None, str | None]:
+    """(account, problem): the account that belongs to this resource, if any.
+
+    An account whose description names this resource is ours. The resource's backend_id also counts
+    when its account carries no marker at all (an account made by hand or by the original agent), but
+    never when the marker names another resource.
+    """
+    backend_id = (backend_id or "").strip().lower()
+    marked = sorted(name for name, acc in work.accounts.items()
+                    if naming.resource_owner(acc.description) == resource_uuid and not work.removed(name))
+    if backend_id and backend_id in marked:
+        return backend_id, None
+    if marked:
+        return marked[0], None
+    if backend_id and backend_id in work.accounts and not work.removed(backend_id):
+        owner = naming.resource_owner(work.accounts[backend_id].description)
+        if owner is None:
+            return backend_id, None
+        return None, f"backend_id {backend_id!r} is the account of another resource ({owner})"
+    return None, None
+
+
+def _parent_account(work: _Work, name: str, parent: str, description: str, organization: str,
+                    depth: int, owner: str, kind: str) -> None:
+    """Make sure a customer or project account exists; refuse one that belongs to something else."""
+    acc = work.accounts.get(name)
+    if acc is not None and not work.removed(name):
+        found = naming.owner_of(acc.description)
+        if found is not None and found[0] != kind:
+            raise OrderInvalid(f"{kind} account {name!r} already exists as the account of {found[0]} {found[1]}")
+        return
+    work.add_account(name, parent, description, organization, {}, depth, owner)
+
+
+def _plan_create(plan: OrderPlan, work: _Work, resource: Resource | None,
+                 team: Sequence[TeamMember] | None, offering_users: Sequence[OfferingUser]) -> None:
+    order, cfg = plan.order, work.config
+    slurm_limits, waldur_limits, notes = validate_limits(order.limits, cfg.components)
+    plan.notes.extend(notes)
+    rules = cfg.naming
+    customer = naming.customer_account(rules, order.customer_uuid)
+    project = naming.project_account(rules, order.project_uuid)
+    resource_uuid = naming.normalise_uuid(order.resource_uuid, "marketplace_resource_uuid")
+    backend_id = resource.backend_id if resource is not None else ""
+    if cfg.default_account not in work.accounts:
+        raise AgentMisconfigured(f"SLURM_DEFAULT_ACCOUNT {cfg.default_account!r} does not exist in SLURM")
+
+    account, problem = _own_account(work, resource_uuid, backend_id)
+    if problem is not None and backend_id:
+        plan.notes.append(problem + "; a new account is created")
+    owner = order.uuid
+    _parent_account(work, customer, cfg.default_account, naming.customer_marker(order.customer_uuid),
+                    customer, 1, owner, "customer")
+    _parent_account(work, project, customer, naming.project_marker(order.project_uuid), customer, 2, owner, "project")
+    target = create_limits(slurm_limits, cfg.components)
+    if account is None:
+        name = order.resource_name or (resource.name if resource is not None else "")
+        account = naming.allocation_account(rules, resource_uuid, name, _taken(work, resource_uuid))
+        validate_account(account)
+        work.reserved.add(account)
+        work.add_account(account, project, naming.resource_marker(resource_uuid), customer, target, 3, owner)
+    else:
+        work.reserved.add(account)
+        current = work.accounts[account]
+        if current.parent.lower() != project:
+            plan.notes.append(f"account {account} is under {current.parent!r}, not {project!r}: left there")
+        diff = limits_differ(current.limits, target)
+        if diff:
+            work.limit(account, diff, owner)
+    plan.account = account
+
+    users, user_notes = resource_users(team, offering_users)
+    plan.notes.extend(user_notes)
+    present = work.users_of(account)
+    for user in sorted(users - present):
+        work.join(user, account, owner)
+    for user in sorted(users & present):
+        if work.bad_default(user):
+            work.new_defaults.setdefault(user, account)
+            work.default_owners[user].add(owner)
+
+    if backend_id.lower() != account:
+        plan.actions.append(SetBackendId(resource_uuid, account))
+    if waldur_limits and (resource is None or not _same_limits(resource.limits, waldur_limits)):
+        plan.actions.append(SetResourceLimits(resource_uuid, waldur_limits))
+    plan.actions.append(CompleteOrder(order))
+
+
+def _taken(work: _Work, resource_uuid: str) -> Callable[[str], bool]:
+    """Names this allocation may not take: existing accounts (its own was adopted before naming),
+    backend_ids other resources claim, and names this plan already gave out."""
+
+    def taken(name: str) -> bool:
+        if name in work.accounts or name in work.new_accounts or name in work.reserved:
+            return True
+        claimant = work.claimed.get(name)
+        return claimant is not None and claimant != resource_uuid
+
+    return taken
+
+
+def _same_limits(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    for key, value in wanted.items():
+        a, b = _number(current.get(key)), _number(value)
+        if a is None or b is None or a != b:
+            return False
+    return True
+
+
+def _plan_update(plan: OrderPlan, work: _Work, resource: Resource | None) -> None:
+    order, cfg = plan.order, work.config
+    slurm_limits, _waldur_limits, notes = validate_limits(order.limits, cfg.components)
+    plan.notes.extend(notes)
+    resource_uuid = naming.normalise_uuid(order.resource_uuid, "marketplace_resource_uuid")
+    backend_id = resource.backend_id if resource is not None else ""
+    account, problem = _own_account(work, resource_uuid, backend_id)
+    if account is None:
+        raise OrderInvalid(problem or f"resource {resource_uuid} has no SLURM account (backend_id {backend_id!r})")
+    plan.account = account
+    work.reserved.add(account)
+    diff = limits_differ(work.accounts[account].limits, slurm_limits)
+    if diff:
+        work.limit(account, diff, order.uuid)
+    if backend_id.lower() != account:
+        plan.actions.append(SetBackendId(resource_uuid, account))
+    plan.actions.append(CompleteOrder(order))
+
+
+def _plan_terminate(plan: OrderPlan, work: _Work, resource: Resource | None) -> None:
+    order, cfg = plan.order, work.config
+    resource_uuid = naming.normalise_uuid(order.resource_uuid, "marketplace_resource_uuid")
+    backend_id = resource.backend_id if resource is not None else ""
+    account, problem = _own_account(work, resource_uuid, backend_id)
+    if problem is not None:
+        plan.notes.append(problem + ": not removed")
+    owner = order.uuid
+    parents: list[str] = []
+    if account is not None:
+        plan.account = account
+        work.cancel[account].add(owner)
+        for user in sorted(work.users_of(account)):
+            work.leave(user, account, owner)
+        work.remove_account(account, 3, owner)
+        parent = work.accounts[account].parent.lower()
+        parents.append(parent)
+        if parent in work.accounts:
+            parents.append(work.accounts[parent].parent.lower())
+    # The project and customer accounts go when nothing else is under them. This also runs when the
+    # allocation is already gone, so a retry after a crash cleans up what the first attempt left.
+    for make, uuid in ((naming.project_account, order.project_uuid), (naming.customer_account, order.customer_uuid)):
+        try:
+            name = make(cfg.naming, uuid)
+        except NamingError:
+            continue
+        if name not in parents:
+            parents.append(name)
+    _remove_empty_parents(work, parents, owner)
+    plan.actions.append(CompleteOrder(order))
+
+
+def _remove_empty_parents(work: _Work, candidates: list[str], owner: str) -> None:
+    """Remove our project/customer accounts that have no child accounts and no users left."""
+    changed = True
+    while changed:
+        changed = False
+        for name in candidates:
+            acc = work.accounts.get(name)
+            if acc is None or work.removed(name):
+                continue
+            found = naming.owner_of(acc.description)
+            if found is None or found[0] not in ("project", "customer"):
+                continue  # not made by this agent: never removed
+            if work.children_of(name) or work.users_of(name):
+                continue
+            work.remove_account(name, 2 if found[0] == "project" else 1, owner)
+            changed = True
+
+
+def plan_orders(
+    orders: Sequence[Order],
+    state: StateLike,
+    config: PlanConfig,
+    *,
+    resources: Mapping[str, Resource] | None = None,
+    teams: Mapping[str, Sequence[TeamMember]] | None = None,
+    offering_users: Sequence[OfferingUser] = (),
+    approved: Iterable[str] = (),
+) -> PullPlan:
+    """Plan one pull cycle.
+
+    ``resources`` (by UUID) gives backend_ids and names; ``teams`` (by resource UUID) the team of each
+    Create order's resource; ``approved`` lists pending orders already approved this cycle (a re-plan
+    after the approval step treats them as executing).
+    """
+    resources = resources or {}
+    teams = teams or {}
+    approved = set(approved)
+    work = _Work(state, config)
+    plan = PullPlan()
+    for res in resources.values():
+        if res.backend_id:
+            work.claimed[res.backend_id.strip().lower()] = res.uuid
+
+    seen_resources: set[str] = set()
+    ordered = sorted(orders, key=_sort_key)
+    # Creates first: a Terminate in the same project must see the accounts they add.
+    ordered.sort(key=lambda o: 0 if o.type == CREATE else 1)
+    for order in ordered:
+        op_plan = OrderPlan(order=order)
+        plan.orders.append(op_plan)
+        pending = order.state == PENDING and order.uuid not in approved
+        if order.state not in (PENDING, EXECUTING):
+            op_plan.skip = f"state {order.state!r} is not processed"
+            continue
+        if order.type not in SUPPORTED_TYPES:
+            message = f"type {order.type!r} is not supported (expected Create, Update or Terminate)"
+            if pending:
+                op_plan.reject = message
+            else:
+                op_plan.skip = message
+            continue
+        if not order.resource_uuid:
+            message = "marketplace_resource_uuid is missing"
+            if pending:
+                op_plan.reject = message
+            else:
+                op_plan.erred = message
+            continue
+        if order.resource_uuid in seen_resources:
+            op_plan.skip = "another order of this resource is processed first"
+            continue
+        seen_resources.add(order.resource_uuid)
+        op_plan.approve = pending
+        resource = resources.get(order.resource_uuid)
+        # Plan this order against a copy: if it turns out invalid, none of its intents stay.
+        snapshot = _snapshot(work)
+        try:
+            if order.type == CREATE:
+                _plan_create(op_plan, work, resource, teams.get(order.resource_uuid), offering_users)
+            elif order.type == UPDATE:
+                _plan_update(op_plan, work, resource)
+            else:
+                _plan_terminate(op_plan, work, resource)
+        except (OrderInvalid, AgentMisconfigured, NamingError, InvalidValue) as exc:
+            _restore(work, snapshot)
+            op_plan.approve = False
+            op_plan.actions.clear()
+            op_plan.account = None
+            if pending and isinstance(exc, AgentMisconfigured):
+                op_plan.skip = f"not approved: {exc}"
+                op_plan.failed = True
+            elif pending:
+                op_plan.reject = str(exc)
+            else:
+                op_plan.erred = str(exc)
+            continue
+        if config.flavour == "2024" and order.type in (CREATE, UPDATE):
+            if op_plan.approve or order.state == PENDING:
+                op_plan.defer = "the server creates the allocation after approval; completed next cycle"
+            elif order.type == CREATE and not order.allocation_uuid:
+                op_plan.defer = "the server has not created the allocation yet"
+    plan.ops = work.ops()
+    return plan
+
+
+_COPIED = ("new_accounts", "set_limits", "joins", "new_defaults", "homedirs", "cancel", "leaves",
+           "moves", "removals", "reserved", "new_owners", "limit_owners", "join_owners", "default_owners",
+           "move_owners")
+
+
+def _snapshot(work: _Work) -> dict[str, Any]:
+    import copy
+
+    return {name: copy.deepcopy(getattr(work, name)) for name in _COPIED}
+
+
+def _restore(work: _Work, snapshot: Mapping[str, Any]) -> None:
+    for name, value in snapshot.items():
+        setattr(work, name, value)
+
+
+# --------------------------------------------------------------------------------------------------
+# Membership
+
+
+@dataclass
+class MembershipPlan:
+    ops: list[PlannedOp] = field(default_factory=list)
+    added: dict[str, list[str]] = field(default_factory=dict)  # resource -> users
+    removed: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> list[str]:
+        lines = [f"membership plan: {len(self.ops)} SLURM op(s)"]
+        for res, users in sorted(self.added.items()):
+            lines.append(f"  resource {res}: add {', '.join(users)}")
+        for res, users in sorted(self.removed.items()):
+            lines.append(f"  resource {res}: remove {', '.join(users)}")
+        lines.extend(f"  {p.describe()}" for p in self.ops)
+        lines.extend(f"note: {n}" for n in self.notes)
+        return lines
+
+
+def plan_membership(
+    resources: Iterable[Resource],
+    state: StateLike,
+    config: PlanConfig,
+    *,
+    teams: Mapping[str, Sequence[TeamMember]],
+    offering_users: Sequence[OfferingUser],
+) -> MembershipPlan:
+    """Make each OK resource's associations match its team (offering users with a username).
+
+    Adds missing associations; removes only associations of users the offering knows (never an
+    admin's manual association); repairs default accounts that point at root or nowhere.
+    """
+    work = _Work(state, config)
+    plan = MembershipPlan()
+    known = offering_usernames(offering_users)
+    for resource in sorted(resources, key=lambda r: r.uuid):
+        if resource.uuid not in teams:
+            continue
+        account, problem = _own_account(work, resource.uuid, resource.backend_id)
+        if account is None:
+            if problem:
+                plan.notes.append(f"resource {resource.uuid}: {problem}")
+            elif resource.backend_id:
+                plan.notes.append(f"resource {resource.uuid}: account {resource.backend_id!r} not found in SLURM")
+            continue
+        desired, notes = resource_users(teams[resource.uuid], offering_users)
+        plan.notes.extend(f"resource {resource.uuid}: {n}" for n in notes)
+        current = work.users_of(account)
+        to_add = sorted(desired - current)
+        to_remove = sorted((current & known) - desired)
+        for user in to_add:
+            work.join(user, account, resource.uuid)
+        for user in sorted(desired & current):
+            if work.bad_default(user):
+                work.new_defaults.setdefault(user, account)
+                work.default_owners[user].add(resource.uuid)
+        for user in to_remove:
+            work.leave(user, account, resource.uuid)
+        if to_add:
+            plan.added[resource.uuid] = to_add
+        if to_remove:
+            plan.removed[resource.uuid] = to_remove
+    plan.ops = work.ops()
+    return plan
+
+
+__all__ = [
+    "CompleteOrder",
+    "MembershipPlan",
+    "OrderInvalid",
+    "OrderPlan",
+    "PlanConfig",
+    "PlannedOp",
+    "PullPlan",
+    "SetBackendId",
+    "SetResourceLimits",
+    "create_limits",
+    "plan_membership",
+    "plan_orders",
+    "resource_users",
+    "validate_limits",
+]
