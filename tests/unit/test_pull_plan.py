@@ -13,6 +13,7 @@ from waldur_slurm import naming
 from waldur_slurm.components import Component
 from waldur_slurm.naming import NamingRules
 from waldur_slurm.pull_plan import (
+    AddAccountTree,
     CompleteOrder,
     PlanConfig,
     SetBackendId,
@@ -174,11 +175,19 @@ def test_create_on_an_empty_tree_builds_customer_project_allocation_and_adds_tea
     assert p.outcome == "work" and p.approve
     account = f"hpc_{o.resource_uuid[:5]}_myalloc"
     assert p.account == account
-    adds = ops_of_type(plan, AddAccountsDescribed)
-    assert [(a.names, a.parent) for a in adds] == [((CUST_ACC,), ROOT), ((PROJ_ACC,), CUST_ACC), ((account,), PROJ_ACC)]
-    assert adds[2].limits == {"cpu": 120000, "mem": 6144000}
-    assert adds[2].entries[0][1] == naming.resource_marker(o.resource_uuid)
-    assert naming.resource_owner(adds[2].entries[0][1]) == o.resource_uuid
+    (tree_op,) = ops_of_type(plan, AddAccountsDescribed)  # the whole tree in one load
+    assert isinstance(tree_op, AddAccountTree)
+    groups = tree_op.groups
+    assert [(g.names, g.parent) for g in groups] == [((CUST_ACC,), ROOT), ((PROJ_ACC,), CUST_ACC), ((account,), PROJ_ACC)]
+    assert groups[2].limits == {"cpu": 120000, "mem": 6144000}
+    assert groups[2].entries[0][1] == naming.resource_marker(o.resource_uuid)
+    assert naming.resource_owner(groups[2].entries[0][1]) == o.resource_uuid
+    text = tree_op.load_file("testcluster")
+    assert text.count("Cluster - ") == 1
+    # parents come before their children in the file
+    assert text.index(f"Parent - '{ROOT}'") < text.index(f"Account - '{CUST_ACC}'") < text.index(
+        f"Parent - '{CUST_ACC}'") < text.index(f"Account - '{PROJ_ACC}'") < text.index(f"Parent - '{PROJ_ACC}'")
+    assert f"Account - '{account}':Description='waldur resource {o.resource_uuid}'" in text
     users = ops_of_type(plan, AddUsers)
     assert users == [AddUsers(users=("alice", "bob"), accounts=(account,), default_account=account)]
     assert p.actions == [
@@ -194,7 +203,7 @@ def test_create_reuses_existing_customer_and_project() -> None:
     o = order()
     plan = plan_orders([o], tree(), CONFIG)
     adds = ops_of_type(plan, AddAccountsDescribed)
-    assert len(adds) == 1 and adds[0].parent == PROJ_ACC
+    assert len(adds) == 1 and adds[0].parent == PROJ_ACC and not isinstance(adds[0], AddAccountTree)
 
 
 def test_create_finished_in_slurm_but_not_in_waldur_only_completes() -> None:
@@ -279,10 +288,10 @@ def test_hundred_creates_group_into_few_ops() -> None:
     teams = {o.resource_uuid: [member(alice)] for o in orders}
     plan = plan_orders(orders, tree(), CONFIG, teams=teams, offering_users=[ouser(alice, "alice")])
     assert all(p.outcome == "work" for p in plan.orders)
-    adds = ops_of_type(plan, AddAccountsDescribed)
-    # one load for the 100 project accounts (same parent), one per project for the allocations
-    assert sum(len(a.names) for a in adds) == 200
-    assert len(adds) == 1 + 100
+    (load,) = ops_of_type(plan, AddAccountsDescribed)
+    # one load: a group for the 100 project accounts (same parent), one per project for the allocations
+    assert len(load.names) == 200
+    assert len(load.groups) == 1 + 100
     (add_users,) = ops_of_type(plan, AddUsers)
     assert add_users.users == ("alice",)
     assert add_users.accounts == tuple(sorted(p.account for p in plan.orders))
