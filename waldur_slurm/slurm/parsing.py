@@ -188,7 +188,7 @@ def split_batch_output(text: str, commands: list[str]) -> tuple[str, list[str]]:
     trailer: list[str] = []
     current = preamble
     index = 0
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): readline redraws contain \r
         if line.startswith(ECHO_PREFIX) and not _LOG_LINE.match(line):
             if index < len(commands):
                 current = sections[index]
@@ -204,7 +204,7 @@ def split_batch_output(text: str, commands: list[str]) -> tuple[str, list[str]]:
 def echoed_count(text: str, ncommands: int) -> int:
     """How many of `ncommands` stdin commands sacctmgr got to (echo lines seen)."""
     count = 0
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): readline redraws contain \r
         if line.startswith(ECHO_PREFIX) and not _LOG_LINE.match(line):
             count += 1
     return min(count, ncommands)
