@@ -1,0 +1,185 @@
+"""Sending one HTTP request to Waldur: timeout, bounded retries with backoff, typed errors, counting.
+
+Retry rule: a request is retried (exponential backoff with jitter, ``max_retries`` times) on connection errors,
+timeouts, 429, 502, 503 and 504 only when it is safe to send twice:
+- reads, and writes the caller marks ``idempotent`` (overwrites such as set_backend_id, set_limits, set_usage);
+- any request that certainly never reached the server (connect error or connect timeout).
+Everything else fails at once with ``WaldurTransientError(maybe_applied=True)``; the facade then re-reads the
+object to decide. The backoff is short and bounded because the daemon tries again next cycle anyway.
+
+Nothing here logs headers, and error messages carry method and path only, so the token never leaks.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import time
+from collections import Counter
+from typing import Any, Callable
+
+import httpx
+
+from .errors import (
+    WaldurAuthError,
+    WaldurConflict,
+    WaldurError,
+    WaldurNotFound,
+    WaldurPermanentError,
+    WaldurTransientError,
+)
+
+log = logging.getLogger("waldur_slurm.waldur")
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def server_message(resp: httpx.Response, limit: int = 500) -> str:
+    """The server's own error text: DRF ``detail``, field errors, or a short cut of a non-JSON body."""
+    if not resp.content:
+        return ""
+    try:
+        data = resp.json()
+    except ValueError:
+        ctype = resp.headers.get("content-type", "")
+        if "html" in ctype:
+            return f"{resp.status_code} {resp.reason_phrase} (HTML page)"
+        return resp.text[:limit]
+    if isinstance(data, dict):
+        if "detail" in data and len(data) == 1:
+            return str(data["detail"])[:limit]
+        parts = []
+        for key, value in data.items():
+            msgs = value if isinstance(value, list) else [value]
+            text = "; ".join(json.dumps(m) if not isinstance(m, str) else m for m in msgs)
+            parts.append(text if key in ("non_field_errors", "detail") else f"{key}: {text}")
+        return " | ".join(parts)[:limit]
+    if isinstance(data, list):
+        return "; ".join(str(x) for x in data)[:limit]
+    return str(data)[:limit]
+
+
+class Transport:
+    def __init__(
+        self,
+        http: httpx.Client,
+        *,
+        max_retries: int = 3,
+        backoff_base: float = 0.5,
+        backoff_max: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.http = http
+        self.max_retries = max(0, max_retries)
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.sleep = sleep
+        self.rng = rng
+        self.request_counts: Counter[str] = Counter()
+        self.retries = 0
+
+    @property
+    def requests_total(self) -> int:
+        return sum(self.request_counts.values())
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        base = min(self.backoff_max, self.backoff_base * (2**attempt))
+        delay = base * (0.5 + self.rng() / 2)  # jitter: between half and all of the exponential step
+        if retry_after:
+            hinted = _retry_after_seconds(retry_after)
+            if hinted is not None:
+                delay = max(delay, min(hinted, self.backoff_max))
+        return delay
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Any = None,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+        idempotent: bool | None = None,
+        ok_statuses: tuple[int, ...] = (),
+    ) -> httpx.Response:
+        """Send, retrying where safe; raise a typed error for any non-2xx not listed in ``ok_statuses``."""
+        method = method.upper()
+        if idempotent is None:
+            idempotent = method in ("GET", "HEAD", "OPTIONS")
+        path = httpx.URL(url).path
+        attempt = 0
+        while True:
+            self.request_counts[method] += 1
+            started = time.monotonic()
+            try:
+                kwargs: dict[str, Any] = {"params": params, "headers": headers}
+                if json_body is not None:
+                    kwargs["json"] = json_body
+                resp = self.http.request(method, url, **kwargs)
+            except httpx.TransportError as e:
+                not_sent = isinstance(e, NOT_SENT_ERRORS)
+                kind = type(e).__name__
+                if (idempotent or not_sent) and attempt < self.max_retries:
+                    delay = self._delay(attempt, None)
+                    log.warning("waldur %s %s: %s; retry %d/%d in %.1fs", method, path, kind, attempt + 1, self.max_retries, delay)
+                    self.retries += 1
+                    self.sleep(delay)
+                    attempt += 1
+                    continue
+                raise WaldurTransientError(
+                    f"Waldur {method} {path}: {kind}: {e}" if str(e) else f"Waldur {method} {path}: {kind}",
+                    maybe_applied=not not_sent and method not in ("GET", "HEAD"),
+                    method=method,
+                    path=path,
+                ) from e
+            elapsed = time.monotonic() - started
+            log.debug("waldur %s %s -> %d (%.3fs)", method, path, resp.status_code, elapsed)
+            status = resp.status_code
+            if status < 400 or status in ok_statuses:
+                return resp
+            if status in RETRY_STATUSES and idempotent and attempt < self.max_retries:
+                delay = self._delay(attempt, resp.headers.get("Retry-After"))
+                log.warning("waldur %s %s: HTTP %d; retry %d/%d in %.1fs", method, path, status, attempt + 1, self.max_retries, delay)
+                self.retries += 1
+                self.sleep(delay)
+                attempt += 1
+                continue
+            raise error_for(resp, method, path)
+
+
+def error_for(resp: httpx.Response, method: str, path: str) -> WaldurError:
+    status = resp.status_code
+    detail = server_message(resp)
+    text = f"Waldur {method} {path}: HTTP {status}" + (f": {detail}" if detail else "")
+    if status in (401, 403):
+        hint = (
+            "the API token is missing, invalid or expired"
+            if status == 401
+            else "the token's user lacks the permission (the agent needs an owner of the provider organisation)"
+        )
+        return WaldurAuthError(f"{text} ({hint})", status=status, method=method, path=path, detail=detail)
+    if status == 404:
+        return WaldurNotFound(text, status=status, method=method, path=path, detail=detail)
+    if status == 409:
+        return WaldurConflict(text, status=status, method=method, path=path, detail=detail)
+    if status == 429 or status >= 500:
+        return WaldurTransientError(
+            text, maybe_applied=method not in ("GET", "HEAD") and status != 429, status=status, method=method, path=path, detail=detail
+        )
+    return WaldurPermanentError(text, status=status, method=method, path=path, detail=detail)
+
+
+def _retry_after_seconds(value: str) -> float | None:
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
