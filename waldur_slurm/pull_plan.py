@@ -157,7 +157,20 @@ class CompleteOrder:
         return f"complete {self.order.type} order {self.order.uuid}"
 
 
-WaldurAction = SetBackendId | SetResourceLimits | CompleteOrder
+@dataclass(frozen=True)
+class Associate:
+    """2024 servers keep a list of the allocation's usernames (slurm-remote create/delete_association)."""
+
+    resource_uuid: str
+    username: str
+    add: bool = True
+
+    def describe(self) -> str:
+        verb = "record" if self.add else "drop"
+        return f"{verb} association of {self.username} with resource {self.resource_uuid} in Waldur"
+
+
+WaldurAction = SetBackendId | SetResourceLimits | Associate | CompleteOrder
 
 
 @dataclass
@@ -665,6 +678,9 @@ def _plan_create(plan: OrderPlan, work: _Work, resource: Resource | None,
         plan.actions.append(SetBackendId(resource_uuid, account))
     if waldur_limits and (resource is None or not _same_limits(resource.limits, waldur_limits)):
         plan.actions.append(SetResourceLimits(resource_uuid, waldur_limits))
+    if cfg.flavour == "2024":
+        # every desired user, not only new ones: a retry after a crash fills in what is missing
+        plan.actions.extend(Associate(resource_uuid, user) for user in sorted(users))
     plan.actions.append(CompleteOrder(order))
 
 
@@ -836,11 +852,10 @@ def plan_orders(
             else:
                 op_plan.erred = str(exc)
             continue
-        if config.flavour == "2024" and order.type in (CREATE, UPDATE):
-            if op_plan.approve or order.state == PENDING:
-                op_plan.defer = "the server creates the allocation after approval; completed next cycle"
-            elif order.type == CREATE and not order.allocation_uuid:
-                op_plan.defer = "the server has not created the allocation yet"
+        if config.flavour == "2024" and order.type == CREATE and order.state == EXECUTING and not order.allocation_uuid:
+            # The server makes the allocation in a task after approval; the slurm-remote calls answer 404
+            # until then. Never wait inside the cycle: the SLURM part runs now, Waldur's next cycle.
+            op_plan.defer = "the server has not created the SLURM allocation yet"
     plan.ops = work.ops()
     return plan
 
@@ -868,6 +883,7 @@ def _restore(work: _Work, snapshot: Mapping[str, Any]) -> None:
 @dataclass
 class MembershipPlan:
     ops: list[PlannedOp] = field(default_factory=list)
+    actions: dict[str, list[Associate]] = field(default_factory=dict)  # resource -> Waldur actions (2024)
     added: dict[str, list[str]] = field(default_factory=dict)  # resource -> users
     removed: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -926,11 +942,16 @@ def plan_membership(
             plan.added[resource.uuid] = to_add
         if to_remove:
             plan.removed[resource.uuid] = to_remove
+        if config.flavour == "2024" and (to_add or to_remove):
+            plan.actions[resource.uuid] = [Associate(resource.uuid, u) for u in to_add] + [
+                Associate(resource.uuid, u, add=False) for u in to_remove
+            ]
     plan.ops = work.ops()
     return plan
 
 
 __all__ = [
+    "Associate",
     "CompleteOrder",
     "MembershipPlan",
     "OrderInvalid",

@@ -14,6 +14,7 @@ from waldur_slurm.components import Component
 from waldur_slurm.naming import NamingRules
 from waldur_slurm.pull_plan import (
     AddAccountTree,
+    Associate,
     CompleteOrder,
     PlanConfig,
     SetBackendId,
@@ -394,23 +395,29 @@ def test_one_order_per_resource_per_cycle_oldest_first() -> None:
     assert by[newer.uuid].outcome == "skip"
 
 
-def test_2024_defers_completion_until_the_allocation_exists() -> None:
+def test_2024_defers_waldur_steps_until_the_allocation_exists_and_records_associations() -> None:
     cfg = PlanConfig(naming=RULES, default_account=ROOT, components=COMPONENTS, flavour="2024")
+    alice = hexid()
     pending = order("Create", "pending-provider", allocation=None)
     waiting = order("Create", "executing", allocation=None)
     ready = order("Create", "executing", allocation=hexid())
     term = order("Terminate", "pending-provider", allocation=None)
-    plan = plan_orders([pending, waiting, ready, term], tree(), cfg)
+    teams = {o.resource_uuid: [member(alice)] for o in (pending, waiting, ready)}
+    plan = plan_orders([pending, waiting, ready, term], tree(), cfg, teams=teams,
+                       offering_users=[ouser(alice, "alice")])
     by = plan.by_uuid()
-    assert by[pending.uuid].outcome == "defer" and by[pending.uuid].approve
+    # a pending order is approved; the re-read order tells whether the allocation exists by then
+    assert by[pending.uuid].outcome == "work" and by[pending.uuid].approve
     assert by[waiting.uuid].outcome == "defer"
     assert by[ready.uuid].outcome == "work"
     assert by[term.uuid].outcome == "work"
-    # the SLURM part of deferred orders still runs now
-    assert any(pending.uuid in op.owners for op in plan.ops)
-    # re-planned after approval in the same cycle: still deferred
-    again = plan_orders([pending], tree(), cfg, approved=[pending.uuid])
-    assert again.orders[0].outcome == "defer" and not again.orders[0].approve
+    # the SLURM part of a deferred order still runs now
+    assert any(waiting.uuid in op.owners for op in plan.ops)
+    assert Associate(ready.resource_uuid, "alice") in by[ready.uuid].actions
+    assert by[ready.uuid].actions[-1] == CompleteOrder(ready)
+    # 8.x keeps no associations
+    plan8 = plan_orders([ready], tree(), CONFIG, teams=teams, offering_users=[ouser(alice, "alice")])
+    assert not any(isinstance(a, Associate) for a in plan8.orders[0].actions)
 
 
 # -- users and default accounts -------------------------------------------------------------------------

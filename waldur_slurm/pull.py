@@ -1,0 +1,455 @@
+"""The pull reconciler: Waldur orders into SLURM accounts, associations and limits.
+
+One cycle (``run_cycle``):
+
+1. list the offering's orders in pending-provider and executing (all pages); nothing to do ends here,
+   without touching SLURM;
+2. read SLURM once (``read_state``: one process), and from Waldur only what the orders need: the
+   offering's resources (backend_ids), the teams of Create orders' resources, the offering users;
+3. plan (pure, ``pull_plan``); ``dry_run`` prints the plan and stops;
+4. reject what can never succeed, approve the rest, re-plan with the re-read orders;
+5. apply every SLURM op in one batch (``SlurmClient.apply``);
+6. run each order's Waldur actions (backend_id, limits, associations, complete).
+
+Failures stay with their order. Transient ones (SLURM or docker unreachable, timeouts, Waldur 5xx, the
+2024 server's allocation not created yet) leave the order for the next cycle and mark nothing erred.
+Permanent ones mark that order erred (only if it is executing) with a message naming the cause. When a
+grouped op fails, the orders it served are retried one by one against a fresh state, so one bad order
+cannot fail the others. Nothing ever sleeps inside a cycle.
+
+``run_membership`` is the periodic membership pass over OK resources.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback as tb
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from waldur_slurm.cycle import CycleReport
+from waldur_slurm.pull_plan import (
+    Associate,
+    CompleteOrder,
+    OrderPlan,
+    PlanConfig,
+    PlannedOp,
+    PullPlan,
+    SetBackendId,
+    SetResourceLimits,
+    plan_membership,
+    plan_orders,
+)
+from waldur_slurm.slurm.client import OpResult, SlurmClient, SlurmState
+from waldur_slurm.slurm.errors import ActiveJobsError, SlurmError, SlurmTransientError
+from waldur_slurm.slurm.ops import CreateHomedirs
+from waldur_slurm.waldur.errors import WaldurAuthError, WaldurError, WaldurTransientError
+from waldur_slurm.waldur.models import OfferingUser, Order, Resource, TeamMember
+
+ORDER_STATES = ("pending-provider", "executing")
+# Resources whose backend_id may matter: everything but Terminated.
+RESOURCE_STATES = ("Creating", "OK", "Erred", "Updating", "Terminating")
+
+
+@dataclass
+class _Outcome:
+    """How one order ended this cycle."""
+
+    done: set[str] = field(default_factory=set)
+    failed: dict[str, str] = field(default_factory=dict)
+    deferred: dict[str, str] = field(default_factory=dict)
+    skipped: set[str] = field(default_factory=set)
+
+    def settled(self, uuid: str) -> bool:
+        return uuid in self.done or uuid in self.failed or uuid in self.deferred or uuid in self.skipped
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, (SlurmTransientError, WaldurTransientError))
+
+
+class PullReconciler:
+    """``run_cycle`` processes orders; ``run_membership`` keeps associations in line with teams."""
+
+    def __init__(
+        self,
+        settings: Any,
+        waldur: Any,
+        slurm: SlurmClient,
+        *,
+        log: logging.Logger | None = None,
+        out: Callable[[str], None] = print,
+    ) -> None:
+        self.settings = settings
+        self.waldur = waldur
+        self.slurm = slurm
+        self.log = log or logging.getLogger("waldur_slurm.pull")
+        self.out = out
+
+    # ------------------------------------------------------------------ helpers
+    def _config(self) -> PlanConfig:
+        return PlanConfig.from_settings(self.settings, flavour=self.waldur.flavour)
+
+    def _counters(self) -> tuple[int, int]:
+        return self.slurm.executor.process_count, self.waldur.requests_total
+
+    def _finish(self, report: CycleReport, start: tuple[int, int]) -> CycleReport:
+        procs, reqs = self._counters()
+        report.slurm_processes = procs - start[0]
+        report.http_requests = reqs - start[1]
+        self.log.info(report.summary())
+        return report
+
+    def _print_plan(self, lines: Iterable[str], report: CycleReport) -> None:
+        for line in lines:
+            self.out(line)
+            report.notes.append(line)
+
+    # ------------------------------------------------------------------ orders
+    def run_cycle(self, dry_run: bool = False) -> CycleReport:
+        report = CycleReport(kind="pull")
+        start = self._counters()
+        try:
+            self._cycle(report, dry_run)
+        finally:
+            self._finish(report, start)
+        return report
+
+    def _cycle(self, report: CycleReport, dry_run: bool) -> None:
+        try:
+            orders = self.waldur.list_orders(states=ORDER_STATES)
+        except WaldurTransientError as exc:
+            report.notes.append(f"orders not listed: {exc}")
+            self.log.warning("pull: cannot list orders (%s); next cycle", exc)
+            report.deferred += 1
+            return
+        report.seen = len(orders)
+        if not orders:
+            return
+        try:
+            state = self.slurm.read_state()
+        except SlurmTransientError as exc:
+            self.log.warning("pull: SLURM unreachable (%s); %d order(s) wait for the next cycle", exc, len(orders))
+            report.deferred += len(orders)
+            return
+
+        outcome = _Outcome()
+        try:
+            config = self._config()
+            resources, teams, offering_users = self._waldur_inputs(orders, state, config, outcome)
+        except WaldurTransientError as exc:
+            self.log.warning("pull: Waldur unreachable (%s); %d order(s) wait for the next cycle", exc, len(orders))
+            report.deferred += len(orders)
+            return
+        active = [o for o in orders if not outcome.settled(o.uuid)]
+        plan = plan_orders(active, state, config, resources=resources, teams=teams, offering_users=offering_users)
+        if dry_run:
+            self._print_plan(plan.describe(), report)
+            report.skipped = len(orders)
+            return
+
+        # Settle what needs no work, and approve the rest, before touching SLURM.
+        refreshed: dict[str, Order] = {}
+        for p in plan.orders:
+            self._pre_work(p, outcome, refreshed)
+        if refreshed or any(p.order.uuid in outcome.failed or p.order.uuid in outcome.deferred for p in plan.orders):
+            remaining = [refreshed.get(p.order.uuid, p.order) for p in plan.orders if p.works and not outcome.settled(p.order.uuid)]
+            plan = plan_orders(remaining, state, config, resources=resources, teams=teams, offering_users=offering_users)
+            for p in plan.orders:  # a re-read order may have moved on
+                if not p.works:
+                    self._pre_work(p, outcome, refreshed)
+        workers = [p for p in plan.orders if p.works and not outcome.settled(p.order.uuid)]
+
+        # SLURM, in one batch; failures are isolated per order.
+        ok = self._apply_slurm(plan, workers, outcome, config, resources, teams, offering_users)
+        report.writes += len(plan.ops)
+
+        # Waldur, per order.
+        for p in workers:
+            uuid = p.order.uuid
+            if outcome.settled(uuid) or uuid not in ok:
+                continue
+            if p.defer is not None:
+                outcome.deferred[uuid] = p.defer
+                continue
+            self._waldur_actions(ok[uuid], outcome, report)
+
+        report.done = len(outcome.done)
+        report.failed = len(outcome.failed)
+        report.deferred = len(outcome.deferred)
+        report.skipped = len(outcome.skipped)
+        for uuid, why in outcome.failed.items():
+            report.notes.append(f"order {uuid} failed: {why}")
+        for uuid, why in outcome.deferred.items():
+            report.notes.append(f"order {uuid} deferred: {why}")
+
+    def _waldur_inputs(
+        self, orders: Sequence[Order], state: SlurmState, config: PlanConfig, outcome: _Outcome
+    ) -> tuple[dict[str, Resource], dict[str, list[TeamMember]], list[OfferingUser]]:
+        """Resources, teams and offering users, fetched only when an order needs them."""
+        dry = plan_orders(orders, state, config)
+        # Any order that will be looked at needs backend_ids (an Update of an account made by hand, say).
+        working = [p for p in dry.orders if p.skip is None]
+        resources: dict[str, Resource] = {}
+        if working:
+            resources = {r.uuid: r for r in self.waldur.list_resources(states=RESOURCE_STATES)}
+        creates = [p.order for p in working if p.order.type == "Create" and p.works]
+        teams: dict[str, list[TeamMember]] = {}
+        offering_users: list[OfferingUser] = []
+        if creates:
+            offering_users = self.waldur.list_offering_users()
+            for order in creates:
+                assert order.resource_uuid is not None
+                try:
+                    teams[order.resource_uuid] = self.waldur.team(order.resource_uuid)
+                except WaldurTransientError as exc:
+                    outcome.deferred[order.uuid] = f"team not read: {exc}"
+                except WaldurAuthError:
+                    raise
+                except WaldurError as exc:
+                    outcome.deferred[order.uuid] = f"team not read: {exc}"
+                    self.log.warning("order %s: cannot read the team of %s: %s", order.uuid, order.resource_uuid, exc)
+        return resources, teams, offering_users
+
+    def _pre_work(self, p: OrderPlan, outcome: _Outcome, refreshed: dict[str, Order]) -> None:
+        """Reject, err or skip what needs no SLURM work; approve pending orders that have work."""
+        order = p.order
+        uuid = order.uuid
+        for note in p.notes:
+            self.log.info("order %s: %s", uuid, note)
+        try:
+            if p.reject is not None:
+                self.log.warning("order %s (%s): rejected: %s", uuid, order.type, p.reject)
+                self.waldur.reject_order(uuid, p.reject)
+                outcome.done.add(uuid)
+            elif p.erred is not None:
+                self._err(order, p.erred, outcome)
+            elif p.skip is not None:
+                if p.failed:
+                    outcome.failed[uuid] = p.skip
+                    self.log.error("order %s: %s", uuid, p.skip)
+                else:
+                    outcome.skipped.add(uuid)
+                    self.log.info("order %s: skipped: %s", uuid, p.skip)
+            elif p.approve:
+                refreshed[uuid] = self.waldur.approve_order(uuid)
+                self.log.info("order %s (%s): approved", uuid, order.type)
+        except WaldurAuthError:
+            raise
+        except WaldurTransientError as exc:
+            outcome.deferred[uuid] = str(exc)
+        except WaldurError as exc:
+            outcome.failed[uuid] = f"Waldur refused: {exc}"
+            self.log.error("order %s: Waldur refused: %s", uuid, exc)
+
+    def _err(self, order: Order, message: str, outcome: _Outcome, cause: BaseException | None = None) -> None:
+        """Mark an executing order erred (the facade checks it is executing right now)."""
+        text = f"{order.type} failed: {message}"
+        trace = "".join(tb.format_exception(cause)) if cause is not None else ""
+        self.log.error("order %s (resource %s): %s", order.uuid, order.resource_uuid, text)
+        outcome.failed[order.uuid] = message
+        try:
+            self.waldur.mark_order_erred(order.uuid, text, trace)
+        except WaldurAuthError:
+            raise
+        except WaldurError as exc:
+            self.log.warning("order %s: could not be marked erred (%s); tried again next cycle", order.uuid, exc)
+
+    # ------------------------------------------------------------------ SLURM
+    def _apply_slurm(
+        self,
+        plan: PullPlan,
+        workers: list[OrderPlan],
+        outcome: _Outcome,
+        config: PlanConfig,
+        resources: dict[str, Resource],
+        teams: dict[str, list[TeamMember]],
+        offering_users: list[OfferingUser],
+    ) -> dict[str, OrderPlan]:
+        """Run the plan's ops; returns the order plans whose SLURM part succeeded (by order UUID)."""
+        ok = {p.order.uuid: p for p in workers}
+        if not plan.ops:
+            return ok
+        failures = self._run_ops(plan.ops)
+        if failures is None:
+            return ok
+        suspects: dict[str, BaseException] = {}
+        for planned, error in failures:
+            for uuid in planned.owners:
+                if uuid not in ok:
+                    continue
+                if _transient(error) or isinstance(error, ActiveJobsError):
+                    # ActiveJobsError: the jobs were just cancelled and are still completing.
+                    outcome.deferred[uuid] = f"SLURM: {error}"
+                    ok.pop(uuid)
+                else:
+                    suspects.setdefault(uuid, error)
+        if not suspects:
+            return ok
+        if len(suspects) == 1 and all(len(pl.owners & set(ok)) <= 1 for pl, _ in failures):
+            (uuid, error), = suspects.items()
+            self._err(ok.pop(uuid).order, f"SLURM: {error}", outcome, error)
+            return ok
+        # A grouped op failed: retry each order it served alone, against a fresh state.
+        self.log.warning("pull: %d order(s) share failed SLURM ops; retrying them one by one", len(suspects))
+        try:
+            state = self.slurm.read_state()
+        except SlurmTransientError as exc:
+            for uuid in suspects:
+                outcome.deferred[uuid] = f"SLURM: {exc}"
+                ok.pop(uuid)
+            return ok
+        for uuid in sorted(suspects):
+            p = ok.pop(uuid)
+            single = plan_orders([p.order], state, config, resources=resources, teams=teams, offering_users=offering_users)
+            (alone,) = single.orders
+            if not alone.works:
+                self._pre_work(alone, outcome, {})
+                continue
+            again = self._run_ops(single.ops)
+            if not again:
+                ok[uuid] = alone
+                state = self.slurm.read_state()
+                continue
+            _planned, error = again[0]
+            if _transient(error) or isinstance(error, ActiveJobsError):
+                outcome.deferred[uuid] = f"SLURM: {error}"
+            else:
+                self._err(p.order, f"SLURM: {error}", outcome, error)
+        return ok
+
+    def _run_ops(self, ops: Sequence[PlannedOp]) -> list[tuple[PlannedOp, BaseException]] | None:
+        """Apply ops; the failed ones with their error. Homedir failures are only logged."""
+        try:
+            results: list[OpResult] = self.slurm.apply([p.op for p in ops])
+        except SlurmError as exc:
+            return [(p, exc) for p in ops]
+        failures: list[tuple[PlannedOp, BaseException]] = []
+        for planned, result in zip(ops, results):
+            if result.ok:
+                continue
+            error: BaseException = result.error or SlurmError(f"{planned.describe()} failed")
+            if isinstance(planned.op, CreateHomedirs):
+                # A missing Linux user or an unwritable home never undoes the accounts.
+                self.log.warning("homedirs: %s", error)
+                continue
+            self.log.warning("SLURM op failed: %s: %s", planned.describe(), error)
+            failures.append((planned, error))
+        return failures or None
+
+    # ------------------------------------------------------------------ Waldur
+    def _waldur_actions(self, p: OrderPlan, outcome: _Outcome, report: CycleReport) -> None:
+        order = p.order
+        try:
+            for action in p.actions:
+                if isinstance(action, SetBackendId):
+                    self.waldur.set_backend_id(action.resource_uuid, action.backend_id)
+                elif isinstance(action, SetResourceLimits):
+                    self.waldur.set_limits(action.resource_uuid, action.limits)
+                elif isinstance(action, Associate):
+                    if action.add:
+                        self.waldur.create_association(action.resource_uuid, action.username)
+                    else:
+                        self.waldur.delete_association(action.resource_uuid, action.username)
+                elif isinstance(action, CompleteOrder):
+                    self.waldur.complete_order(order)
+                report.writes += 1
+        except WaldurAuthError:
+            raise
+        except WaldurTransientError as exc:
+            outcome.deferred[order.uuid] = f"Waldur: {exc}"
+            self.log.warning("order %s: %s; next cycle", order.uuid, exc)
+            return
+        except WaldurError as exc:
+            self._err(order, f"Waldur refused: {exc}", outcome, exc)
+            return
+        outcome.done.add(order.uuid)
+        self.log.info("order %s (%s) done: account %s", order.uuid, order.type, p.account or "-")
+
+    # ------------------------------------------------------------------ membership
+    def run_membership(self, dry_run: bool = False) -> CycleReport:
+        report = CycleReport(kind="membership")
+        start = self._counters()
+        try:
+            self._membership(report, dry_run)
+        finally:
+            self._finish(report, start)
+        return report
+
+    def _membership(self, report: CycleReport, dry_run: bool) -> None:
+        try:
+            resources = [r for r in self.waldur.list_resources(states=["OK"])]
+        except WaldurTransientError as exc:
+            self.log.warning("membership: cannot list resources (%s); next pass", exc)
+            report.deferred += 1
+            return
+        report.seen = len(resources)
+        if not resources:
+            return
+        config = self._config()
+        try:
+            state = self.slurm.read_state()
+        except SlurmTransientError as exc:
+            self.log.warning("membership: SLURM unreachable (%s); next pass", exc)
+            report.deferred = len(resources)
+            return
+        from waldur_slurm import naming
+
+        owned = {naming.resource_owner(a.description) for a in state.accounts.values()}
+        names = {n.lower() for n in state.accounts}
+        managed = [r for r in resources if r.uuid in owned or (r.backend_id and r.backend_id.lower() in names)]
+        teams: dict[str, list[TeamMember]] = {}
+        try:
+            offering_users = self.waldur.list_offering_users() if managed else []
+        except WaldurTransientError as exc:
+            self.log.warning("membership: cannot list offering users (%s); next pass", exc)
+            report.deferred = len(resources)
+            return
+        for r in managed:
+            try:
+                teams[r.uuid] = self.waldur.team(r.uuid)
+            except WaldurAuthError:
+                raise
+            except WaldurError as exc:
+                report.deferred += 1
+                self.log.warning("membership: team of %s not read (%s)", r.uuid, exc)
+        plan = plan_membership(managed, state, config, teams=teams, offering_users=offering_users)
+        for note in plan.notes:
+            self.log.info("membership: %s", note)
+        if dry_run:
+            self._print_plan(plan.describe(), report)
+            return
+        failed: set[str] = set()
+        if plan.ops:
+            failures = self._run_ops(plan.ops)
+            report.writes += len(plan.ops)
+            for planned, error in failures or []:
+                for uuid in planned.owners:
+                    if _transient(error):
+                        report.deferred += 1
+                    failed.add(uuid)
+        for uuid, actions in plan.actions.items():
+            if uuid in failed:
+                continue
+            try:
+                for action in actions:
+                    if action.add:
+                        self.waldur.create_association(action.resource_uuid, action.username)
+                    else:
+                        self.waldur.delete_association(action.resource_uuid, action.username)
+                    report.writes += 1
+            except WaldurAuthError:
+                raise
+            except WaldurError as exc:
+                self.log.warning("membership: associations of %s not recorded in Waldur (%s)", uuid, exc)
+        changed = set(plan.added) | set(plan.removed)
+        report.done = len(changed - failed)
+        report.failed = len([u for u in failed if u in changed])
+        for uuid, users in plan.added.items():
+            self.log.info("membership: resource %s: added %s", uuid, ", ".join(users))
+        for uuid, users in plan.removed.items():
+            self.log.info("membership: resource %s: removed %s", uuid, ", ".join(users))
+
+
+__all__ = ["PullReconciler", "ORDER_STATES"]
