@@ -54,12 +54,13 @@ class BillingWindow:
 
     @property
     def report_date(self) -> datetime:
-        """An instant safely inside the month (the 15th, noon) to date a usage report with.
+        """The instant to date this month's usage report with: the window end, kept inside the month.
 
-        Waldur picks the billing month from the report's ``date`` in the server's timezone; a mid-month
-        instant names the same month in every timezone within +-14 h of the billing timezone.
+        Waldur files a report under the month of its ``date`` (the server's "now" when absent). Sending the
+        window's own end stops a report computed at 23:59:59 from landing in the next month when it reaches
+        the server after midnight, and it is never in the future.
         """
-        return datetime(self.period.year, self.period.month, 15, 12, tzinfo=self.start.tzinfo)
+        return self.end if self.end < self.month_end else self.month_end - timedelta(seconds=1)
 
     def __str__(self) -> str:
         return f"{self.period:%Y-%m} [{self.start.isoformat()} .. {self.end.isoformat()})"

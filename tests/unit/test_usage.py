@@ -136,11 +136,15 @@ def test_window_edge_cases() -> None:
     assert w.month_end == datetime(2027, 1, 1, tzinfo=UTC)
 
 
-def test_report_date_names_the_same_month_in_any_nearby_timezone() -> None:
-    w = billing_window(datetime(2026, 12, 1, 0, 5, tzinfo=timezone.utc), UTC)
-    for name in ("Pacific/Kiritimati", "Pacific/Pago_Pago", "UTC", "Asia/Tokyo"):
-        local = w.report_date.astimezone(ZoneInfo(name))
-        assert (local.year, local.month) == (2026, 12)
+def test_report_date_is_inside_the_window_and_never_in_the_future() -> None:
+    now = datetime(2026, 11, 30, 23, 59, 59, 900000, tzinfo=timezone.utc)
+    w = billing_window(now, UTC)
+    assert w.report_date == datetime(2026, 11, 30, 23, 59, 59, tzinfo=UTC)
+    prev = previous_window(datetime(2026, 12, 1, 0, 0, 5, tzinfo=timezone.utc), TALLINN)
+    assert prev.report_date == datetime(2026, 11, 30, 23, 59, 59, tzinfo=TALLINN)
+    assert prev.start <= prev.report_date < prev.month_end
+    fresh = billing_window(datetime(2026, 12, 1, tzinfo=timezone.utc), UTC)
+    assert fresh.report_date == fresh.start
 
 
 def test_month_start_grace_and_seconds_until_month_end() -> None:
