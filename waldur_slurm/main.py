@@ -92,9 +92,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return load_components.run(settings, dry_run=args.dry_run, remove_missing=args.remove_missing)
 
-    from waldur_slurm import daemon
+    return run_daemon(settings, once=args.once, dry_run=args.dry_run)
 
-    return daemon.run(settings, once=args.once, dry_run=args.dry_run)
+
+def run_daemon(settings: Settings, *, once: bool, dry_run: bool) -> int:
+    """Wire the clients to the pull reconciler or the push reporter and hand them to the loop."""
+    from waldur_slurm.clients import make_slurm_client, make_waldur_client
+    from waldur_slurm.loop import PeriodicTask
+    from waldur_slurm.loop import run_daemon as run_tasks
+
+    waldur = make_waldur_client(settings)
+    slurm = make_slurm_client(settings)
+    if settings.sync_direction == "pull":
+        from waldur_slurm.pull import PullReconciler
+
+        reconciler = PullReconciler(settings, waldur, slurm)
+        tasks = [
+            PeriodicTask("pull", settings.pull_period, lambda dry: reconciler.run_cycle(dry_run=dry)),
+            PeriodicTask("membership", settings.membership_period, lambda dry: reconciler.run_membership(dry_run=dry)),
+        ]
+    else:
+        from waldur_slurm.push import PushReporter
+
+        reporter = PushReporter(settings, waldur, slurm)
+        tasks = [PeriodicTask("push", settings.push_period, lambda dry: reporter.run_cycle(dry_run=dry))]
+    try:
+        return run_tasks(settings, tasks, once=once, dry_run=dry_run)
+    finally:
+        waldur.close()
 
 
 if __name__ == "__main__":
