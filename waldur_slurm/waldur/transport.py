@@ -16,6 +16,7 @@ import email.utils
 import json
 import logging
 import random
+import ssl
 import time
 from collections import Counter
 from typing import Any, Callable
@@ -121,6 +122,14 @@ class Transport:
                     kwargs["json"] = json_body
                 resp = self.http.request(method, url, **kwargs)
             except httpx.TransportError as e:
+                if _tls_verification_failed(e):
+                    # A certificate problem does not fix itself on retry; say what to change.
+                    raise WaldurPermanentError(
+                        f"Waldur {method} {path}: TLS certificate verification failed ({e}); "
+                        "point the CA bundle setting at the server's CA, or fix the server certificate",
+                        method=method,
+                        path=path,
+                    ) from e
                 not_sent = isinstance(e, NOT_SENT_ERRORS)
                 kind = type(e).__name__
                 if (idempotent or not_sent) and attempt < self.max_retries:
@@ -171,6 +180,17 @@ def error_for(resp: httpx.Response, method: str, path: str) -> WaldurError:
             text, maybe_applied=method not in ("GET", "HEAD") and status != 429, status=status, method=method, path=path, detail=detail
         )
     return WaldurPermanentError(text, status=status, method=method, path=path, detail=detail)
+
+
+def _tls_verification_failed(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(cur):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 def _retry_after_seconds(value: str) -> float | None:

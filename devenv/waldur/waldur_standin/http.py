@@ -344,6 +344,7 @@ def recording_middleware(recorder: Recorder) -> Any:
             "status": None,
             "user": None,
             "fault": None,
+            "user_agent": request.headers.get("User-Agent"),
         }
         recorder.entries.append(entry)
         recorder.counters[f"{method} {template or request.path}"] += 1
@@ -368,7 +369,7 @@ def recording_middleware(recorder: Recorder) -> Any:
         if recorder.log_bodies:
             entry["request_body"] = request_body.decode("utf-8", "replace")
             body = resp.body if isinstance(resp, web.Response) else None
-            entry["response_body"] = body.decode("utf-8", "replace") if isinstance(body, bytes) else None
+            entry["response_body"] = body.decode("utf-8", "replace") if isinstance(body, bytes) else ""
             entry["content_type"] = resp.content_type
         return resp
 

@@ -18,6 +18,7 @@ the code under test sent to ``/api/``.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from typing import Any
 
@@ -29,8 +30,11 @@ from .control import DEFAULT_COMPONENTS
 
 
 class StandIn:
-    def __init__(self, profile: str = "8", *, log_bodies: bool = False, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, profile: str = "8", *, log_bodies: bool = False, host: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.profile = profile
+        self.ssl_context = ssl_context
         self.host = host
         self._log_bodies = log_bodies
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -57,7 +61,7 @@ class StandIn:
                 self.app = app
                 runner = web.AppRunner(app, access_log=None)
                 loop.run_until_complete(runner.setup())
-                site = web.TCPSite(runner, self.host, 0)
+                site = web.TCPSite(runner, self.host, 0, ssl_context=self.ssl_context)
                 loop.run_until_complete(site.start())
                 self._runner = runner
                 server = site._server
@@ -77,8 +81,9 @@ class StandIn:
         started.wait(30)
         if errors:
             raise errors[0]
-        self.url = f"http://{self.host}:{self.port}"
-        self._http = httpx.Client(base_url=self.url, timeout=30.0)
+        self.url = f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
+        # The control client talks only to this in-process server, whose test certificate it need not verify.
+        self._http = httpx.Client(base_url=self.url, timeout=30.0, verify=False)
         provider = self.add_user("provider-owner", full_name="Provider Owner")
         self.provider_token = provider["token"]
         self.provider_user_uuid = provider["uuid"]

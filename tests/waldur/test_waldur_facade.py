@@ -1,0 +1,447 @@
+"""WaldurClient against the real stand-in, in both profiles: every method, with exact HTTP request counts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from waldur_standin.testing import StandIn
+
+from waldur_slurm import USER_AGENT
+from waldur_slurm.waldur.client import WaldurClient
+from waldur_slurm.waldur.errors import (
+    WaldurConflict,
+    WaldurNotFound,
+    WaldurPermanentError,
+    WaldurTransientError,
+)
+
+from support.waldur import make_client
+
+
+def utc_today() -> dt.date:
+    return dt.datetime.now(dt.timezone.utc).date()  # the stand-in's server timezone is UTC
+
+
+def project_with_member(w: StandIn, username: str = "alice", role: str = "admin") -> tuple[str, dict[str, Any]]:
+    project = w.add_project(w.add_customer("Research Org"), "Project Alpha")
+    user = w.add_user(username)
+    w.add_team_member(project, user["uuid"], role)
+    return project, user
+
+
+def api_posts(w: StandIn, route_suffix: str) -> list[dict[str, Any]]:
+    return [e for e in w.requests() if e["method"] == "POST" and (e["route"] or "").endswith(route_suffix)]
+
+
+# ---------------------------------------------------------------------- server, flavour, offering
+def test_flavour_is_detected_once(standin_any: StandIn) -> None:
+    client = make_client(standin_any, standin_any.setup_offering())
+    assert client.flavour == standin_any.profile
+    assert client.flavour == standin_any.profile
+    assert client.requests_total == 1
+    probe = standin_any.requests()[0]
+    assert (probe["method"], probe["path"]) == ("GET", "/api/marketplace-slurm-remote/")
+    assert probe["status"] == (404 if standin_any.profile == "8" else 200)
+
+
+def test_server_version_whoami_and_user_agent(waldur_client_any: WaldurClient) -> None:
+    w: StandIn = waldur_client_any.standin  # type: ignore[attr-defined]
+    assert waldur_client_any.server_version() in ("8.0.5", "7.1.3")
+    me = waldur_client_any.whoami()
+    assert me.username == "provider-owner" and me.uuid == w.provider_user_uuid
+    assert {e["user_agent"] for e in w.requests()} == {USER_AGENT}
+    assert USER_AGENT.startswith("waldur-slurm-agent/")
+
+
+def test_api_url_with_api_suffix_works(standin: StandIn, standin_offering: str) -> None:
+    client = make_client(standin, standin_offering)
+    other = WaldurClient(standin.url + "/api/", standin.provider_token, standin_offering)
+    assert other.base_url == client.base_url == standin.url
+    assert other.get_offering().uuid == standin_offering
+    assert standin.requests()[-1]["path"] == f"/api/marketplace-provider-offerings/{standin_offering}/"
+
+
+def test_offering_components_create_update_remove(waldur_client_any: WaldurClient) -> None:
+    client = waldur_client_any
+    offering = client.get_offering()
+    assert offering.type == "Marketplace.Slurm"
+    assert sorted(offering.components_by_type()) == ["cpu", "gres/gpu", "mem"]
+
+    client.create_component("billing", "Billing", "usage", measured_unit="units", limit_amount=Decimal("1000"), unit_factor=60)
+    comps = client.get_offering().components_by_type()
+    assert comps["billing"].name == "Billing" and comps["billing"].limit_amount == Decimal("1000")
+
+    client.update_component(comps["billing"].uuid, "billing", "Billing units", "limit", measured_unit="units", limit_period="total")
+    updated = client.get_offering().components_by_type()["billing"]
+    assert (updated.name, updated.billing_type, updated.limit_period) == ("Billing units", "limit", "total")
+
+    with pytest.raises(WaldurPermanentError) as err:  # Mastermind: DB unique (offering, type)
+        client.create_component("billing", "Again", "usage")
+    assert err.value.status == 400 and "unique" in err.value.message
+
+    client.remove_component(updated.uuid)
+    assert "billing" not in client.get_offering().components_by_type()
+    with pytest.raises(WaldurNotFound):
+        client.remove_component(updated.uuid)
+
+
+def test_remove_component_refused_while_the_offering_has_resources(waldur_client: WaldurClient) -> None:
+    w: StandIn = waldur_client.standin  # type: ignore[attr-defined]
+    project, _ = project_with_member(w)
+    w.create_resources(waldur_client.offering_uuid, project, 1)
+    cpu = waldur_client.get_offering().components_by_type()["cpu"]
+    with pytest.raises(WaldurPermanentError) as err:
+        waldur_client.remove_component(cpu.uuid)
+    assert err.value.status == 400 and "has resources" in err.value.message
+
+
+# ---------------------------------------------------------------------- pagination
+def test_lists_over_300_items_follow_pages_with_exact_request_counts(waldur_client_any: WaldurClient) -> None:
+    client = waldur_client_any
+    w: StandIn = client.standin  # type: ignore[attr-defined]
+    project, _ = project_with_member(w)
+    uuids = w.create_resources(client.offering_uuid, project, 650)
+    w.clear_requests()
+    client.reset_counts()
+
+    resources = client.list_resources()
+    assert len(resources) == 650 and {r.uuid for r in resources} == set(uuids)
+    assert client.request_counts == {"GET": 3}  # 300 + 300 + 50
+    log = w.requests()
+    assert [e["query"].count("page_size=300") for e in log] == [1, 1, 1]
+    assert [e["status"] for e in log] == [200, 200, 200]
+
+    client.reset_counts()
+    done = client.list_orders(states=["done"])
+    assert len(done) == 650 and client.request_counts == {"GET": 3}
+
+    client.reset_counts()
+    assert client.list_orders() == [] and client.request_counts == {"GET": 1}
+
+    client.reset_counts()
+    ok = client.list_resources(states=["OK"], fields=["uuid", "state", "backend_id"])
+    assert len(ok) == 650 and set(ok[0].raw) == {"uuid", "state", "backend_id"}
+    assert client.request_counts == {"GET": 3}
+
+
+def test_smaller_page_size_means_more_pages(standin: StandIn, standin_offering: str) -> None:
+    client = make_client(standin, standin_offering, page_size=100)
+    project, _ = project_with_member(standin)
+    standin.create_resources(standin_offering, project, 250)
+    assert len(client.list_resources()) == 250
+    assert client.request_counts == {"GET": 3}
+
+
+# ---------------------------------------------------------------------- orders
+def test_list_orders_filters_by_state_and_type(waldur_client_any: WaldurClient) -> None:
+    client = waldur_client_any
+    w: StandIn = client.standin  # type: ignore[attr-defined]
+    project, _ = project_with_member(w)
+    [res] = w.create_resources(client.offering_uuid, project, 1)
+    create = w.place_order(client.offering_uuid, project, limits={"cpu": 5})
+    update = w.place_order(client.offering_uuid, type="Update", resource_uuid=res, limits={"cpu": 7})
+    w.place_order(client.offering_uuid, project, state="pending-consumer")
+
+    pending = client.list_orders()
+    assert {o.uuid for o in pending} == {create["uuid"], update["uuid"]}
+    assert [o.uuid for o in client.list_orders(types=["Update"])] == [update["uuid"]]
+    got = client.get_order(update["uuid"])
+    assert (got.type, got.resource_uuid, got.limits, got.old_limits) == ("Update", res, {"cpu": 7}, {})
+    assert len(client.list_orders(states=["pending-consumer"])) == 1
+
+
+def test_approve_is_idempotent_for_the_caller(waldur_client_any: WaldurClient) -> None:
+    client = waldur_client_any
+    w: StandIn = client.standin  # type: ignore[attr-defined]
+    project, _ = project_with_member(w)
+    placed = w.place_order(client.offering_uuid, project)
+
+    order = client.approve_order(placed["uuid"])
+    assert order.state == "executing" and order.resource_uuid == placed["resource_uuid"]
+    if client.flavour == "2024":
+        assert order.allocation_uuid is not None  # the server task created the allocation
+    # A second approval (e.g. after a crash) gets 409 from the server; the order is approved: success.
+    again = client.approve_order(placed["uuid"])
+    assert again.state == "executing"
+    assert [e["status"] for e in api_posts(w, "approve_by_provider/")] == [200, 409]
+
+
+def test_approve_of_a_rejected_order_is_a_conflict(waldur_client_any: WaldurClient) -> None:
+    client = waldur_client_any
+    w: StandIn = client.standin  # type: ignore[attr-defined]
+    project, _ = project_with_member(w)
+    placed = w.place_order(client.offering_uuid, project)
+    client.reject_order(placed["uuid"], "no capacity")
+    order = client.get_order(placed["uuid"])
+    assert order.state == "rejected"
+    assert client.get_resource(placed["resource_uuid"]).state == "Terminated"
+    client.reject_order(placed["uuid"], "no capacity")  # 409, already rejected: fine
+    with pytest.raises(WaldurConflict):
+        client.approve_order(placed["uuid"])
+
+
+def test_mark_order_done_tolerates_409_on_done_orders_only(waldur_client: WaldurClient) -> None:
+    w: StandIn = waldur_client.standin  # type: ignore[attr-defined]
+    project, _ = project_with_member(w)
+    placed = w.place_order(waldur_client.offering_uuid, project)
+    with pytest.raises(WaldurConflict) as err:  # pending-provider: not executing, not done
+        waldur_client.mark_order_done(placed["uuid"])
+    assert err.value.detail == "pending-provider"
+    waldur_client.approve_order(placed["uuid"])
+    waldur_client.mark_order_done(placed["uuid"])
+    waldur_client.mark_order_done(placed["uuid"])  # 409 + re-GET shows done
+    assert [e["status"] for e in api_posts(w, "set_state_done/")] == [409, 200, 409]
+    assert waldur_client.get_resource(placed["resource_uuid"]).state == "OK"
+
+
+def test_mark_order_erred_only_touches_executing_orders(waldur_client_any: WaldurClient) -> None:
+    client = waldur_client_any
+    w: StandIn = client.standin  # type: ignore[attr-defined]
+    project, _ = project_with_member(w)
+    placed = w.place_order(client.offering_uuid, project)
+    # pending-provider: Mastermind would mark the resource Erred and leave the order; the guard sends nothing.
+    assert client.mark_order_erred(placed["uuid"], "boom") is False
+    client.approve_order(placed["uuid"])
+    assert client.mark_order_erred(placed["uuid"], "sacctmgr failed", "Traceback ...") is True
+    order = client.get_order(placed["uuid"])
+    assert (order.state, order.error_message) == ("erred", "sacctmgr failed")
+    assert client.get_resource(placed["resource_uuid"]).state == "Erred"
+
+    [healthy] = w.create_resources(client.offering_uuid, project, 1)
+    done_order = w.state()["resources"][healthy]["creation_order_uuid"]
+    assert client.mark_order_erred(done_order, "late failure") is False  # would flip a healthy resource
+    assert client.get_resource(healthy).state == "OK"
+    assert len(api_posts(w, "set_state_erred/")) == 1
+
+
+@pytest.mark.parametrize("order_type", ["Create", "Update", "Terminate"])
+def test_complete_order_drives_each_type_to_done(waldur_client_any: WaldurClient, order_type: str) -> None:
+    client = waldur_client_any
+    w: StandIn = client.standin  # type: ignore[attr-defined]
+    project, _ = project_with_member(w)
+    if order_type == "Create":
+        placed = w.place_order(client.offering_uuid, project, limits={"cpu": 100})
+    else:
+        [res] = w.create_resources(client.offering_uuid, project, 1, limits={"cpu": 100})
+        placed = w.place_order(client.offering_uuid, type=order_type, resource_uuid=res, limits={"cpu": 250})
+        placed["resource_uuid"] = res
+    order = client.approve_order(placed["uuid"])
+    assert client.flavour == w.profile  # probed once, before counting
+    w.clear_requests()
+    client.complete_order(order)
+
+    assert client.get_order(order.uuid).state == "done"
+    res_state = client.get_resource(placed["resource_uuid"])
+    expected = {"Create": ("OK", {"cpu": 100}), "Update": ("OK", {"cpu": 250}), "Terminate": ("Terminated", {"cpu": 100})}
+    assert (res_state.state, res_state.limits) == expected[order_type]
+    sent = [(e["method"], e["route"], e["status"]) for e in w.requests()][:-2]  # minus the two checks above
+    if client.flavour == "8" or order_type == "Terminate":
+        assert sent == [("POST", "/api/marketplace-orders/{uuid}/set_state_done/", 200)]
+    else:
+        first = "creating" if order_type == "Create" else "updating"
+        assert sent == [
+            ("POST", "/api/marketplace-slurm-remote/{uuid}/set_state/", 200),
+            ("POST", "/api/marketplace-slurm-remote/{uuid}/set_state/", 200),
+            ("GET", "/api/marketplace-orders/{uuid}/", 200),
+        ], first  # creating/updating then ok auto-completed the order: no set_state_done needed
+        alloc = w.state()["allocations"][order.allocation_uuid]
+        assert alloc["state"] == 3  # OK, so the next Update is not auto-erred
+
+
+def test_complete_order_after_a_crash_half_way_2024(standin_2024: StandIn) -> None:
+    w = standin_2024
+    client = make_client(w, w.setup_offering())
+    project, _ = project_with_member(w)
+    placed = w.place_order(client.offering_uuid, project)
+    order = client.approve_order(placed["uuid"])
+    client.set_allocation_state(order.resource_uuid, "creating")  # the agent died right after this
+    client.complete_order(order)  # creating again -> 409 tolerated; ok -> auto-complete
+    assert client.get_order(order.uuid).state == "done"
+    client.complete_order(order)  # and once more: everything already done
+    assert client.get_order(order.uuid).state == "done"
+
+
+def test_complete_order_waits_for_the_allocation_2024(standin_2024: StandIn) -> None:
+    w = standin_2024
+    client = make_client(w, w.setup_offering())
+    project, _ = project_with_member(w)
+    w.set_worker(False)  # the server's task queue is down: no allocation after approval
+    order = client.approve_order(w.place_order(client.offering_uuid, project)["uuid"])
+    assert order.state == "executing" and order.allocation_uuid is None
+    with pytest.raises(WaldurTransientError) as err:
+        client.complete_order(order)
+    assert "allocation" in err.value.message
+    with pytest.raises(WaldurTransientError):  # slurm-remote 404 means "not yet", not "gone"
+        client.set_backend_id(order.resource_uuid, "hpc_x")
+    w.set_worker(True)
+    client.complete_order(order)
+    assert client.get_order(order.uuid).state == "done"
+
+
+# ---------------------------------------------------------------------- resources
+def test_backend_id_limits_and_resource_state(waldur_client_any: WaldurClient) -> None:
+    client = waldur_client_any
+    w: StandIn = client.standin  # type: ignore[attr-defined]
+    w.set_log_bodies(True)
+    project, _ = project_with_member(w)
+    [res] = w.create_resources(client.offering_uuid, project, 1)
+    assert client.set_backend_id(res, "hpc_a") is True
+    assert client.set_backend_id(res, "hpc_a") is False
+    assert client.list_resources(backend_id="hpc_a")[0].uuid == res
+
+    w.clear_requests()
+    client.set_limits(res, {"cpu": Decimal("1000"), "mem": Decimal("2.5")})
+    assert client.get_resource(res).limits == {"cpu": 1000, "mem": 2.5}
+    [post] = [e for e in w.requests() if e["method"] == "POST"]
+    if client.flavour == "8":
+        assert post["route"] == "/api/marketplace-provider-resources/{uuid}/set_limits/"
+        assert json.loads(post["request_body"]) == {"limits": {"cpu": 1000, "mem": 2.5}}
+    else:
+        assert post["route"] == "/api/marketplace-slurm-remote/{uuid}/set_limits/"
+        assert json.loads(post["request_body"]) == {"cpu": 1000, "mem": 2.5}
+        alloc = w.state()["allocations"][client.get_resource(res).allocation_uuid]
+        assert alloc["backend_id"] == "hpc_a"
+
+    client.mark_resource_erred(res, "account vanished")
+    assert client.get_resource(res).state == "Erred"
+    client.mark_resource_ok(res)
+    assert client.get_resource(res).state == "OK"
+
+    client.set_backend_metadata(res, {"slurm_account": "hpc_a"})
+    assert client.get_resource(res).backend_metadata["slurm_account"] == "hpc_a"
+
+
+def test_get_unknown_resource_is_not_found(waldur_client_any: WaldurClient) -> None:
+    with pytest.raises(WaldurNotFound) as err:
+        waldur_client_any.get_resource("0" * 32)
+    assert err.value.status == 404
+
+
+def test_team_and_offering_users(waldur_client_any: WaldurClient) -> None:
+    client = waldur_client_any
+    w: StandIn = client.standin  # type: ignore[attr-defined]
+    project, alice = project_with_member(w)
+    [res] = w.create_resources(client.offering_uuid, project, 1)
+    bob = w.add_user("bob")
+    w.add_team_member(project, bob["uuid"], "member")  # joins later: gets an offering user too
+
+    client.reset_counts()
+    team = client.team(res)
+    assert client.request_counts == {"GET": 1}
+    assert {(m.username, m.role) for m in team} == {("alice", "admin"), ("bob", "member")}
+    assert all(m.offering_user_username is None for m in team)
+    if client.flavour == "8":
+        assert {m.offering_user_state for m in team} == {"Requested"}
+    else:
+        assert {m.offering_user_state for m in team} == {None}
+
+    users = {ou.user_username: ou for ou in client.list_offering_users()}
+    assert set(users) == {"alice", "bob"} and users["alice"].username is None
+    if client.flavour == "8":
+        assert client.offering_user_action(users["alice"].uuid, "begin_creating") is True
+        assert len(client.list_offering_users(states=["Creating"])) == 1
+    else:
+        assert client.offering_user_action(users["alice"].uuid, "begin_creating") is False
+    updated = client.set_offering_user_username(users["alice"].uuid, "alice_c")
+    assert updated.username == "alice_c"
+    if client.flavour == "8":
+        assert updated.state == "OK"  # Creating + username -> OK
+    by_user = {m.username: m for m in client.team(res)}
+    assert by_user["alice"].offering_user_username == "alice_c"
+
+    carol = w.add_user("carol")
+    created = client.create_offering_user(carol["uuid"], "carol_c")
+    assert created.username == "carol_c" and created.user_uuid == carol["uuid"]
+    with pytest.raises(WaldurPermanentError) as err:
+        client.create_offering_user(carol["uuid"], "carol_c")
+    assert "unique" in err.value.message
+
+
+def test_plan_periods_open_when_the_create_order_completes(waldur_client_any: WaldurClient) -> None:
+    client = waldur_client_any
+    w: StandIn = client.standin  # type: ignore[attr-defined]
+    project, _ = project_with_member(w)
+    placed = w.place_order(client.offering_uuid, project)
+    assert client.plan_periods(placed["resource_uuid"]) == []
+    order = client.approve_order(placed["uuid"])
+    client.complete_order(order)
+    [period] = client.plan_periods(placed["resource_uuid"])
+    assert period.plan_name == "Default" and period.end is None
+
+
+# ---------------------------------------------------------------------- usage
+def test_set_usage_is_an_upsert_and_lists_offering_wide(waldur_client_any: WaldurClient) -> None:
+    client = waldur_client_any
+    w: StandIn = client.standin  # type: ignore[attr-defined]
+    project, _ = project_with_member(w)
+    res = w.create_resources(client.offering_uuid, project, 3)
+    today = utc_today()
+    assert client.flavour == w.profile
+    for i, r in enumerate(res):
+        client.set_usage(r, {"cpu": Decimal("12.5") + i, "mem": Decimal("300")})
+    client.set_usage(res[0], {"cpu": Decimal("13")})  # a later, larger month-to-date total replaces the value
+
+    client.reset_counts()
+    usages = client.list_component_usages(today)
+    assert client.request_counts == {"GET": 1}
+    assert len(usages) == 6
+    cpu0 = next(u for u in usages if u.resource_uuid == res[0] and u.type == "cpu")
+    assert cpu0.usage == Decimal("13.00") and cpu0.billing_period == today.replace(day=1)
+    assert [u.usage for u in client.list_component_usages(today, resource_uuid=res[2]) if u.type == "cpu"] == [Decimal("14.50")]
+    assert client.get_resource(res[0]).current_usages["cpu"] == 13.0
+
+    client.reset_counts()
+    client.set_user_usages(cpu0.uuid, {"alice_c": Decimal("10"), "bob_c": Decimal("3")})
+    assert client.request_counts == {"POST": 1 if client.flavour == "8" else 2}
+    client.set_user_usages(cpu0.uuid, {"alice_c": Decimal("11")})  # upsert per (usage, username)
+    got = {u.username: u.usage for u in client.list_user_usages(today)}
+    assert got == {"alice_c": Decimal("11.00"), "bob_c": Decimal("3.00")}
+
+
+def test_set_usage_rejections_come_back_as_permanent_errors_with_the_servers_message(waldur_client_any: WaldurClient) -> None:
+    client = waldur_client_any
+    w: StandIn = client.standin  # type: ignore[attr-defined]
+    project, _ = project_with_member(w)
+    [res] = w.create_resources(client.offering_uuid, project, 1)
+    with pytest.raises(WaldurPermanentError) as err:
+        client.set_usage(res, {"nope": 1})
+    assert err.value.status == 400 and err.value.detail == "These components are invalid: nope."
+
+    creating = w.place_order(client.offering_uuid, project)["resource_uuid"]
+    with pytest.raises(WaldurPermanentError) as err:
+        client.set_usage(creating, {"cpu": 1})
+    assert "Creating" in err.value.message
+
+    last_month = (utc_today().replace(day=1) - dt.timedelta(days=1)).replace(day=15)
+    with pytest.raises(WaldurPermanentError) as err:
+        client.set_usage(res, {"cpu": 1}, date=dt.datetime.combine(last_month, dt.time(12), dt.timezone.utc))
+    assert "backfilling past billing periods" in err.value.message
+
+    w.close_billing_period(utc_today().isoformat()[:7])
+    with pytest.raises(WaldurPermanentError) as err:
+        client.set_usage(res, {"cpu": 1})
+    assert err.value.detail == "Billing period is closed."
+
+
+# ---------------------------------------------------------------------- 2024 associations
+def test_associations(waldur_client_any: WaldurClient) -> None:
+    client = waldur_client_any
+    w: StandIn = client.standin  # type: ignore[attr-defined]
+    project, _ = project_with_member(w)
+    [res] = w.create_resources(client.offering_uuid, project, 1)
+    client.reset_counts()
+    if client.flavour == "8":
+        assert client.create_association(res, "alice_c") is False
+        assert client.list_associations(res) == []
+        assert client.delete_association(res, "alice_c") is False
+        assert client.requests_total == 1  # only the flavour probe
+        return
+    assert client.create_association(res, "alice_c") is True
+    assert client.create_association(res, "alice_c") is False  # 200 "already exists"
+    assert client.list_associations(res) == ["alice_c"]
+    assert client.delete_association(res, "alice_c") is True
+    assert client.list_associations(res) == []
