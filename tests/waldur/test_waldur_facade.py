@@ -19,7 +19,7 @@ from waldur_slurm.waldur.errors import (
     WaldurTransientError,
 )
 
-from support.waldur import make_client
+from tests.support.waldur import make_client
 
 
 def utc_today() -> dt.date:

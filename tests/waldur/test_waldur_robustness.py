@@ -19,7 +19,7 @@ from waldur_slurm.waldur.errors import (
     WaldurTransientError,
 )
 
-from support.waldur import make_client
+from tests.support.waldur import make_client
 
 APPROVE = "/api/marketplace-orders/{uuid}/approve_by_provider/"
 DONE = "/api/marketplace-orders/{uuid}/set_state_done/"
