@@ -24,6 +24,19 @@ from .store import (
 
 Handler = Callable[[web.Request], Any]
 
+HEAD_ROUTES = frozenset(
+    {
+        "/api/users/me/",
+        "/api/marketplace-orders/",
+        "/api/marketplace-provider-resources/",
+        "/api/marketplace-offering-users/",
+        "/api/marketplace-component-usages/",
+        "/api/marketplace-component-user-usages/",
+        "/api/marketplace-slurm-remote/",
+        "/api/slurm-associations/",
+    }
+)
+
 
 class Api:
     def __init__(self, holder: Any) -> None:
@@ -114,7 +127,15 @@ class Api:
                 web.post(sr + "delete_association/", self.slurm_delete_association),
                 web.get("/api/slurm-associations/", self.associations_list),
             ]
-        return rs
+        # HEAD answers the count on list routes (and /users/me/), as the schema documents; other GET routes
+        # get no HEAD route, so everything served is something the schema or the 2024 table lists.
+        out = []
+        for r in rs:
+            if r.method == "GET":
+                out.append(web.get(r.path, r.handler, allow_head=r.path in HEAD_ROUTES))
+            else:
+                out.append(r)
+        return out
 
     # ------------------------------------------------------------------ misc
     async def version(self, request: web.Request) -> web.Response:
