@@ -17,6 +17,7 @@ import json
 import logging
 import random
 import ssl
+import threading
 import time
 from collections import Counter
 from typing import Any, Callable
@@ -82,6 +83,7 @@ class Transport:
         self.rng = rng
         self.request_counts: Counter[str] = Counter()
         self.retries = 0
+        self._lock = threading.Lock()  # push may share one client between threads; counts must stay exact
 
     @property
     def requests_total(self) -> int:
@@ -114,7 +116,8 @@ class Transport:
         path = httpx.URL(url).path
         attempt = 0
         while True:
-            self.request_counts[method] += 1
+            with self._lock:
+                self.request_counts[method] += 1
             started = time.monotonic()
             try:
                 kwargs: dict[str, Any] = {"params": params, "headers": headers}
@@ -135,7 +138,8 @@ class Transport:
                 if (idempotent or not_sent) and attempt < self.max_retries:
                     delay = self._delay(attempt, None)
                     log.warning("waldur %s %s: %s; retry %d/%d in %.1fs", method, path, kind, attempt + 1, self.max_retries, delay)
-                    self.retries += 1
+                    with self._lock:
+                        self.retries += 1
                     self.sleep(delay)
                     attempt += 1
                     continue
@@ -153,7 +157,8 @@ class Transport:
             if status in RETRY_STATUSES and idempotent and attempt < self.max_retries:
                 delay = self._delay(attempt, resp.headers.get("Retry-After"))
                 log.warning("waldur %s %s: HTTP %d; retry %d/%d in %.1fs", method, path, status, attempt + 1, self.max_retries, delay)
-                self.retries += 1
+                with self._lock:
+                    self.retries += 1
                 self.sleep(delay)
                 attempt += 1
                 continue
