@@ -438,6 +438,7 @@ def test_associations(waldur_client_any: WaldurClient) -> None:
         assert client.create_association(res, "alice_c") is False
         assert client.list_associations(res) == []
         assert client.delete_association(res, "alice_c") is False
+        assert client.list_offering_associations() == {}
         assert client.requests_total == 1  # only the flavour probe
         return
     assert client.create_association(res, "alice_c") is True
@@ -445,3 +446,19 @@ def test_associations(waldur_client_any: WaldurClient) -> None:
     assert client.list_associations(res) == ["alice_c"]
     assert client.delete_association(res, "alice_c") is True
     assert client.list_associations(res) == []
+
+
+def test_offering_wide_associations_in_one_paged_list(standin_2024: StandIn) -> None:
+    w = standin_2024
+    client = make_client(w, w.setup_offering())
+    project, _ = project_with_member(w)
+    resources = w.create_resources(client.offering_uuid, project, 160)
+    for r in resources:
+        client.create_association(r, "alice_c")
+        client.create_association(r, "bob_c")
+    allocations = {r: client.get_resource(r).allocation_uuid for r in resources[:2]}
+    client.reset_counts()
+    by_alloc = client.list_offering_associations()
+    assert client.request_counts == {"GET": 2}  # 320 associations: 300 + 20
+    assert len(by_alloc) == 160
+    assert by_alloc[allocations[resources[0]]] == frozenset({"alice_c", "bob_c"})

@@ -123,6 +123,7 @@ from .models import (
     TeamMember,
     UserUsage,
     norm_uuid,
+    uuid_from_url,
 )
 from .transport import Transport
 
@@ -761,13 +762,30 @@ class WaldurClient:
         alloc = allocation_uuid or self.get_resource(resource_uuid).allocation_uuid
         if alloc is None:
             return []
-        out: list[str] = []
-        page: int | None = 1
-        while page is not None:
-            resp = self._raw("GET", "/api/slurm-associations/", params={"allocation_uuid": alloc, "page": page, "page_size": self.page_size})
-            out.extend(str(d.get("username", "")) for d in self._items(resp))
-            page = _next_page(resp.headers.get("Link"))
-        return out
+        return [str(d.get("username", "")) for d in _association_pages(self, {"allocation_uuid": alloc})]
+
+    def list_offering_associations(self) -> dict[str, frozenset[str]]:
+        """2024: every association the token can see, as allocation uuid -> usernames, in one paged list
+        (ceil(N/page_size) requests). {} on 8.x without a request."""
+        if self.flavour != FLAVOUR_2024:
+            return {}
+        out: dict[str, set[str]] = {}
+        for item in _association_pages(self, {}):
+            alloc = uuid_from_url(item.get("allocation")) or norm_uuid(item.get("allocation_uuid"))
+            username = item.get("username")
+            if alloc and isinstance(username, str) and username:
+                out.setdefault(alloc, set()).add(username)
+        return {k: frozenset(v) for k, v in out.items()}
+
+
+def _association_pages(client: WaldurClient, params: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    page: int | None = 1
+    while page is not None:
+        resp = client._raw("GET", "/api/slurm-associations/", params={**params, "page": page, "page_size": client.page_size})
+        out.extend(client._items(resp))
+        page = _next_page(resp.headers.get("Link"))
+    return out
 
 
 def _next_page(link_header: str | None) -> int | None:
