@@ -184,18 +184,27 @@ def test_approve_of_a_rejected_order_is_a_conflict(waldur_client_any: WaldurClie
         client.approve_order(placed["uuid"])
 
 
-def test_mark_order_done_tolerates_409_on_done_orders_only(waldur_client: WaldurClient) -> None:
+def test_mark_order_done_tolerates_409_on_done_orders_only(waldur_client_any: WaldurClient) -> None:
+    client = waldur_client_any
+    w: StandIn = client.standin  # type: ignore[attr-defined]
+    project, _ = project_with_member(w)
+    placed = w.place_order(client.offering_uuid, project)
+    with pytest.raises(WaldurConflict) as err:  # pending-provider: not executing, not done
+        client.mark_order_done(placed["uuid"])
+    assert err.value.detail == "pending-provider"
+    client.approve_order(placed["uuid"])
+    client.mark_order_done(placed["uuid"])
+    client.mark_order_done(placed["uuid"])  # 409 + re-GET shows done
+    assert [e["status"] for e in api_posts(w, "set_state_done/")] == [409, 200, 409]
+    assert client.get_resource(placed["resource_uuid"]).state == "OK"
+
+
+def test_allocation_state_is_a_no_op_on_8(waldur_client: WaldurClient) -> None:
     w: StandIn = waldur_client.standin  # type: ignore[attr-defined]
     project, _ = project_with_member(w)
-    placed = w.place_order(waldur_client.offering_uuid, project)
-    with pytest.raises(WaldurConflict) as err:  # pending-provider: not executing, not done
-        waldur_client.mark_order_done(placed["uuid"])
-    assert err.value.detail == "pending-provider"
-    waldur_client.approve_order(placed["uuid"])
-    waldur_client.mark_order_done(placed["uuid"])
-    waldur_client.mark_order_done(placed["uuid"])  # 409 + re-GET shows done
-    assert [e["status"] for e in api_posts(w, "set_state_done/")] == [409, 200, 409]
-    assert waldur_client.get_resource(placed["resource_uuid"]).state == "OK"
+    [res] = w.create_resources(waldur_client.offering_uuid, project, 1)
+    assert waldur_client.set_allocation_state(res, "ok") is False
+    assert [e["path"] for e in w.requests()] == ["/api/marketplace-slurm-remote/"]  # the probe only
 
 
 def test_mark_order_erred_only_touches_executing_orders(waldur_client_any: WaldurClient) -> None:
