@@ -193,8 +193,10 @@ def test_expired_token_and_missing_token(standin: StandIn, standin_offering: str
     assert "Token has expired." in err.value.message
     with pytest.raises(ValueError, match="token is empty"):
         make_client(standin, standin_offering, token="")
-    with pytest.raises(ValueError, match="token is empty or contains whitespace"):
-        make_client(standin, standin_offering, token="abc\n")
+    for bad in ("abc\n", "abc def", "tökén"):
+        with pytest.raises(ValueError, match="token is empty or contains whitespace") as err:
+            make_client(standin, standin_offering, token=bad)
+        assert bad not in str(err.value)
 
 
 def test_403_for_a_token_without_the_provider_role(standin_any: StandIn) -> None:

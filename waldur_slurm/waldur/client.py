@@ -194,8 +194,9 @@ class WaldurClient:
         offering = norm_uuid(offering_uuid)
         if offering is None:
             raise ValueError("offering_uuid is not a UUID")
-        if not token or token != token.strip() or any(c.isspace() for c in token):
-            raise ValueError("the Waldur API token is empty or contains whitespace")
+        # A malformed token would end up quoted in httpx's header error; refuse it before anything is sent.
+        if not token or not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
+            raise ValueError("the Waldur API token is empty or contains whitespace or non-printable characters")
         if flavour not in (None, FLAVOUR_8, FLAVOUR_2024):
             raise ValueError(f"flavour must be {FLAVOUR_8!r} or {FLAVOUR_2024!r}")
         self.base_url = host_root(api_url)
