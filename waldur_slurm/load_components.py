@@ -213,20 +213,6 @@ def summary(actions: Sequence[ComponentAction], failures: int, *, dry_run: bool,
     return text
 
 
-def waldur_from_settings(settings: Settings, *, timeout: float | None = None, max_retries: int = 3) -> Any:
-    from waldur_slurm.waldur.client import WaldurClient
-
-    return WaldurClient(
-        settings.waldur_api_url,
-        settings.waldur_api_token,
-        settings.offering_uuid,
-        verify_ssl=settings.verify_ssl,
-        ca_bundle=settings.ca_bundle,
-        timeout=settings.http_timeout if timeout is None else timeout,
-        max_retries=max_retries,
-    )
-
-
 def run(settings: Settings, waldur: Any | None = None, *, dry_run: bool = False, remove_missing: bool = False,
         out: TextIO | None = None) -> int:
     """Entry point of ``--load-components``; returns the exit code.
@@ -240,7 +226,9 @@ def run(settings: Settings, waldur: Any | None = None, *, dry_run: bool = False,
     out = out or sys.stdout
     own_client = waldur is None
     if waldur is None:
-        waldur = waldur_from_settings(settings)
+        from waldur_slurm.clients import make_waldur_client
+
+        waldur = make_waldur_client(settings)
     try:
         try:
             offering = waldur.get_offering()
