@@ -38,6 +38,7 @@ log = logging.getLogger("waldur_slurm.observability")
 
 FILTERED = "[Filtered]"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+JOURNAL_FORMAT = "%(levelname)s %(name)s: %(message)s"  # journald stamps each line itself
 
 # Header/field names whose values are secret wherever they appear in an event or a log line.
 _SECRET_KEY = re.compile(r"(authorization|token|dsn|secret|password|passwd|cookie|api[_-]?key|sentry[_-]?key)", re.I)
@@ -127,6 +128,16 @@ class RedactingFormatter(logging.Formatter):
 _HANDLER_MARK = "_waldur_slurm_handler"
 
 
+def _writes_to_journal(stream: Any) -> bool:
+    """systemd sets JOURNAL_STREAM=<dev>:<inode> when stdout/stderr is connected to the journal."""
+    marker = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        info = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return marker == f"{info.st_dev}:{info.st_ino}"
+
+
 def setup_logging(settings: Settings | None = None, *, level: str | None = None, fmt: str | None = None,
                   stream: Any = None) -> logging.Handler:
     """Configure the root logger once: one stderr handler, level and format from the settings.
@@ -136,8 +147,10 @@ def setup_logging(settings: Settings | None = None, *, level: str | None = None,
     level = level or (settings.log_level if settings else "INFO")
     fmt = fmt or (settings.log_format if settings else "text")
     secrets = (settings.waldur_api_token, settings.sentry_dsn) if settings else ()
-    inner: logging.Formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    stream = stream if stream is not None else sys.stderr
+    inner: logging.Formatter = JsonFormatter() if fmt == "json" else logging.Formatter(
+        JOURNAL_FORMAT if _writes_to_journal(stream) else TEXT_FORMAT)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(RedactingFormatter(inner, Redactor(secrets)))
     setattr(handler, _HANDLER_MARK, True)
     root = logging.getLogger()

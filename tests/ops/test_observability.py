@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -296,3 +297,74 @@ def test_metrics_endpoint_in_prometheus_text_format():
         assert status == 503 and reason.startswith("membership: no successful cycle")
     finally:
         server.close()
+
+
+def test_text_logging_leaves_the_timestamp_to_journald(tmp_path):
+    log_file = tmp_path / "journal"
+    script = ("import logging; from waldur_slurm.observability import setup_logging; "
+              "setup_logging(level='INFO', fmt='text'); logging.getLogger('waldur_slurm.pull').info('hello')")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("JOURNAL_STREAM", None)
+    with log_file.open("w") as stderr:
+        info = os.fstat(stderr.fileno())
+        subprocess.run([sys.executable, "-c", script], env=env, stderr=stderr, timeout=30, check=True)
+        subprocess.run([sys.executable, "-c", script], env={**env, "JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino}"},
+                       stderr=stderr, timeout=30, check=True)
+    plain, journal = log_file.read_text().splitlines()
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO waldur_slurm.pull: hello$", plain), plain
+    assert journal == "INFO waldur_slurm.pull: hello"
+
+
+DAEMON = r"""
+import sys, time, types
+from waldur_slurm.cycle import CycleReport
+from waldur_slurm.loop import PeriodicTask, run_daemon
+from waldur_slurm.observability import setup_logging
+
+setup_logging(level="INFO", fmt="json")
+def cycle(dry_run):
+    print("cycle", flush=True)
+    return CycleReport(kind="push", done=2, failed=1, slurm_processes=1, http_requests=4)
+
+settings = types.SimpleNamespace(heartbeat_file=None, metrics_port=int(sys.argv[1]), metrics_address="127.0.0.1")
+sys.exit(run_daemon(settings, [PeriodicTask("push", 3600, cycle)], once=False, dry_run=False))
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_daemon_serves_metrics_while_it_runs():
+    import signal
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", DAEMON, str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "cycle"
+        body = ""
+        for _ in range(100):  # the summary is recorded just after the cycle returns
+            status, body = get(f"http://127.0.0.1:{port}/metrics")
+            if 'waldur_slurm_cycles_total{task="push",outcome="ok"} 1' in body:
+                break
+            time.sleep(0.05)
+        assert status == 200
+        assert 'waldur_slurm_cycles_total{task="push",outcome="ok"} 1' in body
+        assert 'waldur_slurm_items_failed_total{task="push"} 1' in body
+        assert 'waldur_slurm_http_requests_total{task="push"} 4' in body
+        assert get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    records = [json.loads(line) for line in err.splitlines()]
+    assert any(r["message"].startswith("metrics endpoint on http://127.0.0.1:") for r in records)
+    assert any(r["message"].startswith("push cycle: seen=0 done=2 failed=1") for r in records)
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)  # closed with the daemon
