@@ -1,0 +1,578 @@
+"""The push reporter: SLURM usage, limits and associations -> Waldur, one cycle at a time.
+
+A cycle reads, plans (pure), then applies:
+
+1. **Read SLURM first**: ONE ``sacctmgr`` dump (accounts, GrpTRESMins, users). Reading it before Waldur's
+   resource list closes the pull/push race (B15): an account the pull removes after the dump is still in
+   it, and one removed before the dump belongs to a resource that is already Terminating/Terminated (or
+   has an order in progress) by the time the list is read.
+2. **Read Waldur**: the offering (components), every resource with a backend_id in OK, Updating,
+   Terminating or Erred (all pages), and, offering-wide for the billing month, the component usages and
+   per-user usages Waldur holds (2024: also the associations). Requests grow with N/page_size, not N.
+3. **ONE ``sacct``** for every account of those resources over the billing window (plus one for the
+   previous month during the first days of a month): at most 3 SLURM processes per cycle, whatever N.
+4. **Plan** (``plan_push``, pure): per resource, the usage totals and per-user usages that grew, the limits
+   that differ, the associations to add/remove, recovery of an erred resource whose account is back, or
+   marking erred a resource whose account is gone from a successful dump.
+5. **Apply** with ``settings.push_concurrency`` threads; one resource's failure never stops the others.
+
+If a SLURM read fails, nothing is written and nothing is marked erred (B6); the next cycle reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from waldur_slurm.cycle import CycleReport
+from waldur_slurm.slurm.errors import SlurmError
+from waldur_slurm.slurm.ops import ACCOUNT_RE, MAX_NAME_LEN
+from waldur_slurm.usage import (
+    Aggregate,
+    BillingWindow,
+    aggregate,
+    billing_window,
+    diff_associations,
+    diff_limits,
+    diff_usage,
+    in_month_start,
+    previous_window,
+    to_waldur_usage,
+)
+from waldur_slurm.waldur.errors import WaldurAuthError, WaldurError, WaldurTransientError
+from waldur_slurm.waldur.models import uuid_from_url
+
+if TYPE_CHECKING:
+    from waldur_slurm.components import Component
+    from waldur_slurm.config import Settings
+    from waldur_slurm.slurm.client import SlurmClient, SlurmState
+    from waldur_slurm.waldur.client import WaldurClient
+    from waldur_slurm.waldur.models import ComponentUsage, Offering, Resource, UserUsage
+
+log = logging.getLogger("waldur_slurm.push")
+
+LISTED_STATES = ("OK", "Updating", "Terminating", "Erred")
+# Waldur accepts usage only for these (Creating, Erred and Terminated are refused with 400).
+REPORTABLE_STATES = ("OK", "Updating", "Terminating")
+USAGE_BILLING_TYPES = ("usage", "limit")
+RESOURCE_FIELDS = ("uuid", "name", "state", "backend_id", "limits", "order_in_progress", "resource_uuid", "error_message")
+# During the first days of a month the cycle also re-reads the previous month and reports its final
+# totals where the server accepts a past date (see ``backfill_types``).
+PREVIOUS_MONTH_GRACE = timedelta(days=3)
+FLAVOUR_2024 = "2024"
+
+
+def missing_account_message(account: str) -> str:
+    return f"SLURM account {account!r} does not exist in the SLURM accounting database (reported by the push agent)"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --------------------------------------------------------------------------------------------------
+# What Waldur holds
+
+
+@dataclass
+class Held:
+    """Waldur's values for one billing month: totals, ComponentUsage uuids and per-user usages, by resource."""
+
+    totals: dict[str, dict[str, Decimal]] = field(default_factory=dict)  # resource -> type -> amount
+    usage_uuids: dict[str, dict[str, str]] = field(default_factory=dict)  # resource -> type -> uuid
+    users: dict[str, dict[str, dict[str, Decimal]]] = field(default_factory=dict)  # resource -> type -> user -> amount
+
+    @classmethod
+    def from_lists(cls, usages: Iterable[ComponentUsage], user_usages: Iterable[UserUsage]) -> Held:
+        held = cls()
+        by_uuid: dict[str, tuple[str, str]] = {}
+        for cu in usages:
+            if not cu.resource_uuid:
+                continue
+            held.totals.setdefault(cu.resource_uuid, {})[cu.type] = cu.usage
+            held.usage_uuids.setdefault(cu.resource_uuid, {})[cu.type] = cu.uuid
+            by_uuid[cu.uuid] = (cu.resource_uuid, cu.type)
+        for uu in user_usages:
+            key = by_uuid.get(uu.component_usage_uuid or "")
+            resource, ctype = key if key else (uu.resource_uuid, uu.component_type)
+            if not resource or not ctype or not uu.username:
+                continue
+            held.users.setdefault(resource, {}).setdefault(ctype, {})[uu.username] = uu.usage
+        return held
+
+
+@dataclass(frozen=True)
+class MonthInput:
+    """Everything the planner needs about one billing month."""
+
+    window: BillingWindow
+    usage: Aggregate
+    held: Held
+    components: Mapping[str, Component]  # the components reported for this month
+
+
+# --------------------------------------------------------------------------------------------------
+# The plan (pure data)
+
+
+@dataclass
+class MonthWrites:
+    window: BillingWindow
+    totals: dict[str, Decimal]
+    per_user: dict[str, dict[str, Decimal]]
+    usage_uuids: dict[str, str]  # known ComponentUsage uuids of this resource and month
+
+
+@dataclass
+class ResourcePlan:
+    uuid: str
+    name: str
+    account: str
+    recover: bool = False
+    erred_message: str | None = None
+    months: list[MonthWrites] = field(default_factory=list)
+    limits: dict[str, Decimal] | None = None
+    assoc_create: list[str] = field(default_factory=list)
+    assoc_delete: list[str] = field(default_factory=list)
+    anomalies: list[str] = field(default_factory=list)
+
+    @property
+    def has_writes(self) -> bool:
+        return bool(
+            self.recover
+            or self.erred_message
+            or self.limits is not None
+            or self.assoc_create
+            or self.assoc_delete
+            or any(m.totals or m.per_user for m in self.months)
+        )
+
+    def describe(self) -> list[str]:
+        head = f"resource {self.uuid} ({self.account})"
+        lines: list[str] = []
+        if self.erred_message:
+            lines.append(f"{head}: mark erred: {self.erred_message}")
+        if self.recover:
+            lines.append(f"{head}: mark OK (its SLURM account exists again)")
+        for m in self.months:
+            period = f"{m.window.period:%Y-%m}"
+            if m.totals:
+                values = ", ".join(f"{k}={v}" for k, v in sorted(m.totals.items()))
+                lines.append(f"{head}: set usage {period}: {values}")
+            for ctype, users in sorted(m.per_user.items()):
+                values = ", ".join(f"{u}={v}" for u, v in sorted(users.items()))
+                lines.append(f"{head}: set user usage {period} {ctype}: {values}")
+        if self.limits is not None:
+            values = ", ".join(f"{k}={v}" for k, v in sorted(self.limits.items()))
+            lines.append(f"{head}: set limits: {values}")
+        for user in self.assoc_create:
+            lines.append(f"{head}: create association {user}")
+        for user in self.assoc_delete:
+            lines.append(f"{head}: delete association {user}")
+        return lines
+
+
+@dataclass
+class PushPlan:
+    resources: list[ResourcePlan] = field(default_factory=list)  # resources that need writes
+    unchanged: int = 0
+    skipped: list[str] = field(default_factory=list)
+    anomalies: list[str] = field(default_factory=list)
+
+    def describe(self) -> list[str]:
+        return [line for rp in self.resources for line in rp.describe()]
+
+
+def valid_account(backend_id: str) -> str | None:
+    """The SLURM account a backend_id names, or None if it must never reach a SLURM command line (B14)."""
+    name = backend_id.strip().lower()
+    if not name or len(name) > MAX_NAME_LEN or not ACCOUNT_RE.match(name):
+        return None
+    return name
+
+
+def order_in_progress(resource: Resource) -> bool:
+    return bool(resource.raw.get("order_in_progress")) or resource.state in ("Creating", "Updating", "Terminating")
+
+
+def plan_push(
+    resources: Sequence[Resource],
+    state: SlurmState,
+    months: Sequence[MonthInput],
+    limit_components: Mapping[str, Component],
+    associations: Mapping[str, frozenset[str]] | None = None,
+) -> PushPlan:
+    """Decide every write of the cycle from what was read (pure).
+
+    ``state`` must come from a SUCCESSFUL dump: an account absent from it is really gone. ``associations``
+    (allocation uuid -> usernames held by Waldur) is given only for the 2024 flavour, which keeps them.
+    """
+    plan = PushPlan()
+    accounts_of: dict[str, list[str]] = {}
+    for res in resources:
+        account = valid_account(res.backend_id)
+        if account:
+            accounts_of.setdefault(account, []).append(res.uuid)
+    for res in resources:
+        account = valid_account(res.backend_id)
+        if account is None:
+            plan.skipped.append(f"resource {res.uuid}: backend_id {res.backend_id!r} is not a SLURM account name; not read")
+            continue
+        if len(accounts_of[account]) > 1:
+            # Reporting one account's usage on several resources would bill it several times.
+            plan.skipped.append(f"resource {res.uuid}: account {account} is the backend_id of {len(accounts_of[account])} resources; not reported")
+            continue
+        busy = order_in_progress(res)
+        slurm_account = state.accounts.get(account)
+        if slurm_account is None:
+            if res.state == "Erred":
+                plan.skipped.append(f"resource {res.uuid}: erred, account {account} still missing")
+            elif busy:
+                plan.skipped.append(f"resource {res.uuid}: account {account} missing while an order is in progress; not marked")
+            else:
+                plan.resources.append(ResourcePlan(res.uuid, res.name, account, erred_message=missing_account_message(account)))
+            continue
+        if res.state == "Erred" and busy:
+            plan.skipped.append(f"resource {res.uuid}: erred with an order in progress; left to the pull daemon")
+            continue
+        rp = ResourcePlan(res.uuid, res.name, account, recover=res.state == "Erred")
+        for month in months:
+            converted = to_waldur_usage(month.usage.accounts.get(account), month.components)
+            diff = diff_usage(converted, month.held.totals.get(res.uuid, {}), month.held.users.get(res.uuid, {}))
+            rp.anomalies.extend(f"{month.window.period:%Y-%m} {a}" for a in diff.anomalies)
+            if not diff.empty:
+                rp.months.append(MonthWrites(month.window, diff.totals, diff.per_user, dict(month.held.usage_uuids.get(res.uuid, {}))))
+        if not busy:
+            # While an order runs, the pull daemon is changing limits and users: reporting SLURM's
+            # half-applied state back could overwrite the order's values.
+            rp.limits = diff_limits(slurm_account.limits, res.limits, limit_components)
+            if associations is not None:
+                if res.allocation_uuid is None:
+                    plan.skipped.append(f"resource {res.uuid}: no SLURM allocation in Waldur yet; associations not synced")
+                else:
+                    rp.assoc_create, rp.assoc_delete = diff_associations(
+                        slurm_account.users, associations.get(res.allocation_uuid, frozenset())
+                    )
+        plan.anomalies.extend(f"resource {res.uuid} ({account}): {a}" for a in rp.anomalies)
+        if rp.has_writes:
+            plan.resources.append(rp)
+        else:
+            plan.unchanged += 1
+    return plan
+
+
+def backfill_types(offering: Offering, components: Mapping[str, Component], *, staff: bool) -> dict[str, Component]:
+    """Components whose previous-month usage this token may still report.
+
+    8.x (and the stand-in of both flavours) refuses a past ``date`` for usage-type components from a
+    non-staff token ("Service providers can only specify date for limit-based or prepaid billing components
+    when backfilling past billing periods"); limit-based and prepaid ones are accepted. A staff token may
+    backfill everything.
+    """
+    by_type = offering.components_by_type()
+    out: dict[str, Component] = {}
+    for key, component in components.items():
+        oc = by_type.get(key)
+        if oc is None:
+            continue
+        if staff or oc.billing_type == "limit" or bool(oc.raw.get("is_prepaid")):
+            out[key] = component
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The reporter
+
+
+@dataclass
+class _Outcome:
+    writes: int = 0
+    error: WaldurError | None = None
+    auth_error: WaldurAuthError | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class PushReporter:
+    """One push cycle per ``run_cycle``; ``now`` is injectable so tests control the billing clock."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        waldur: WaldurClient,
+        slurm: SlurmClient,
+        *,
+        now: Callable[[], datetime] = _utcnow,
+        previous_month_grace: timedelta = PREVIOUS_MONTH_GRACE,
+        echo: Callable[[str], None] = print,
+    ) -> None:
+        self.settings = settings
+        self.waldur = waldur
+        self.slurm = slurm
+        self.now = now
+        self.previous_month_grace = previous_month_grace
+        self.echo = echo
+        self._staff: bool | None = None
+
+    # ------------------------------------------------------------------ reads
+    def _components(self, offering: Offering, report: CycleReport) -> tuple[dict[str, Component], dict[str, Component]]:
+        """(components whose usage is reported, components whose limits are reported)."""
+        by_type = offering.components_by_type()
+        usage: dict[str, Component] = {}
+        limits: dict[str, Component] = {}
+        for key, component in self.settings.components.items():
+            oc = by_type.get(key)
+            if oc is None:
+                note = f"component {key} of the TRES file is not in the offering; not reported"
+                report.notes.append(note)
+                log.warning(note)
+                continue
+            limits[key] = component
+            if oc.billing_type in USAGE_BILLING_TYPES:
+                usage[key] = component
+            else:
+                note = f"component {key} is billed as {oc.billing_type!r} in the offering; usage not reported"
+                report.notes.append(note)
+                log.warning(note)
+        return usage, limits
+
+    def _held(self, window: BillingWindow) -> Held:
+        return Held.from_lists(
+            self.waldur.list_component_usages(window.period), self.waldur.list_user_usages(window.period)
+        )
+
+    def _associations(self) -> dict[str, frozenset[str]]:
+        """2024: every association of the offering, by allocation uuid, in one paged list."""
+        lister = getattr(self.waldur, "list_offering_associations", None)
+        if lister is not None:
+            return {k: frozenset(v) for k, v in lister().items()}
+        # The facade lists associations per resource only; one offering-wide paged list keeps the request
+        # count at N/page_size. It goes through the facade's transport (counted, retried, typed errors).
+        from waldur_slurm.waldur.client import _next_page
+
+        out: dict[str, set[str]] = {}
+        page: int | None = 1
+        while page is not None:
+            resp = self.waldur._raw("GET", "/api/slurm-associations/", params={"page": page, "page_size": self.waldur.page_size})
+            for item in self.waldur._items(resp):
+                alloc = uuid_from_url(item.get("allocation")) or item.get("allocation_uuid")
+                username = item.get("username")
+                if isinstance(alloc, str) and isinstance(username, str) and username:
+                    out.setdefault(alloc, set()).add(username)
+            page = _next_page(resp.headers.get("Link"))
+        return {k: frozenset(v) for k, v in out.items()}
+
+    def _is_staff(self) -> bool:
+        if self._staff is None:
+            self._staff = bool(self.waldur.whoami().is_staff)
+        return self._staff
+
+    def _read_usage(self, accounts: list[str], window: BillingWindow) -> Aggregate:
+        keys = list(self.settings.components)
+        if not accounts or window.end <= window.start:
+            return Aggregate()
+        records = self.slurm.read_usage(accounts, window.start, window.end, duplicates=self.settings.usage_count_requeues)
+        agg = aggregate(records, keys, source=self.settings.usage_tres_source, accounts=accounts)
+        for what in agg.fallbacks:
+            log.info("%s: %s TRES column empty, used the other one", what, self.settings.usage_tres_source)
+        for what in agg.unusable:
+            log.warning("%s; not billed this cycle", what)
+        return agg
+
+    # ------------------------------------------------------------------ cycle
+    def run_cycle(self, dry_run: bool = False) -> CycleReport:
+        report = CycleReport(kind="push")
+        procs0 = self.slurm.executor.process_count
+        http0 = self.waldur.requests_total
+        try:
+            self._cycle(report, dry_run)
+        finally:
+            report.slurm_processes = self.slurm.executor.process_count - procs0
+            report.http_requests = self.waldur.requests_total - http0
+        return report
+
+    def _cycle(self, report: CycleReport, dry_run: bool) -> None:
+        now = self.now()
+        tz = self.settings.billing_timezone
+        current = billing_window(now, tz)
+
+        try:
+            state: SlurmState | None = self.slurm.read_state()
+        except SlurmError as e:
+            self._slurm_failed(report, "association dump", e)
+            state = None
+
+        listed = self.waldur.list_resources(states=LISTED_STATES, fields=RESOURCE_FIELDS)
+        report.seen = len(listed)
+        resources = [r for r in listed if r.backend_id.strip() or _skip_empty(report, r)]
+        if state is None:
+            report.deferred = len(resources)
+            return
+        offering = self.waldur.get_offering()
+        usage_components, limit_components = self._components(offering, report)
+        accounts = sorted({a for r in resources if (a := valid_account(r.backend_id)) and a in state.accounts})
+
+        months: list[MonthInput] = []
+        try:
+            months.append(MonthInput(current, self._read_usage(accounts, current), self._held(current), usage_components))
+        except SlurmError as e:
+            self._slurm_failed(report, "sacct", e)
+            report.deferred = len(resources)
+            return
+        if in_month_start(now, tz, self.previous_month_grace):
+            previous = previous_window(now, tz)
+            allowed = {k: c for k, c in backfill_types(offering, usage_components, staff=self._is_staff()).items()}
+            if allowed:
+                try:
+                    months.append(MonthInput(previous, self._read_usage(accounts, previous), self._held(previous), allowed))
+                except SlurmError as e:
+                    note = f"previous month {previous.period:%Y-%m} not re-reported: SLURM read failed: {e}"
+                    report.notes.append(note)
+                    log.warning(note)
+            else:
+                log.info(
+                    "previous month %s: no component of the offering accepts a backdated report from this token; "
+                    "its final usage is what the last cycle of that month reported",
+                    f"{previous.period:%Y-%m}",
+                )
+
+        associations = self._associations() if self.waldur.flavour == FLAVOUR_2024 else None
+        plan = plan_push(resources, state, months, limit_components, associations)
+
+        report.skipped += len(plan.skipped)
+        for line in plan.skipped:
+            log.info(line)
+        for line in plan.anomalies:
+            log.warning("usage anomaly: %s", line)
+        report.notes.extend(f"anomaly: {a}" for a in plan.anomalies)
+
+        if dry_run:
+            lines = plan.describe()
+            for line in lines:
+                self.echo(f"[dry-run] {line}")
+            report.notes.extend(f"planned: {line}" for line in lines)
+            report.done = plan.unchanged + len(plan.resources)
+            return
+        self._apply(plan, report)
+
+    def _slurm_failed(self, report: CycleReport, what: str, error: SlurmError) -> None:
+        note = f"SLURM {what} failed ({error}); nothing reported or marked this cycle"
+        report.notes.append(note)
+        log.warning(note)
+
+    # ------------------------------------------------------------------ apply
+    def _apply(self, plan: PushPlan, report: CycleReport) -> None:
+        outcomes: list[_Outcome] = []
+        lock = threading.Lock()
+
+        def run(rp: ResourcePlan) -> None:
+            outcome = self._apply_one(rp)
+            with lock:
+                outcomes.append(outcome)
+
+        workers = max(1, int(self.settings.push_concurrency))
+        if plan.resources:
+            with ThreadPoolExecutor(max_workers=min(workers, len(plan.resources)), thread_name_prefix="push") as pool:
+                for future in [pool.submit(run, rp) for rp in plan.resources]:
+                    future.result()
+        failed = deferred = 0
+        for outcome in outcomes:
+            report.writes += outcome.writes
+            report.notes.extend(outcome.notes)
+            if outcome.auth_error is not None:
+                raise outcome.auth_error
+            if outcome.error is None:
+                continue
+            if isinstance(outcome.error, WaldurTransientError):
+                deferred += 1
+            else:
+                failed += 1
+        report.failed += failed
+        report.deferred += deferred
+        report.done += plan.unchanged + len(outcomes) - failed - deferred
+
+    def _apply_one(self, rp: ResourcePlan) -> _Outcome:
+        """Every write of one resource. Independent parts (usage, limits, associations) go on after a failure."""
+        out = _Outcome()
+
+        def attempt(what: str, fn: Callable[[], Any]) -> bool:
+            try:
+                fn()
+                return True
+            except WaldurAuthError as e:
+                out.auth_error = out.auth_error or e
+            except WaldurError as e:
+                # a permanent error outranks a transient one in the outcome of the resource
+                if out.error is None or isinstance(out.error, WaldurTransientError):
+                    out.error = e
+                note = f"resource {rp.uuid} ({rp.account}): {what} failed: {e}"
+                out.notes.append(note)
+                log.warning(note)
+            return False
+
+        def wrote(fn: Callable[[], Any]) -> Callable[[], None]:
+            def go() -> None:
+                fn()
+                out.writes += 1
+
+            return go
+
+        if rp.erred_message:
+            attempt("mark erred", lambda: self._mark_erred(rp, out))
+            return out
+        if rp.recover and not attempt("mark OK", wrote(lambda: self.waldur.mark_resource_ok(rp.uuid))):
+            return out  # Waldur refuses usage for an erred resource; try again next cycle
+        if rp.recover:
+            log.info("resource %s (%s): recovered, its SLURM account exists again", rp.uuid, rp.account)
+        for month in rp.months:
+            attempt(f"usage {month.window.period:%Y-%m}", lambda m=month: self._write_month(rp, m, out))
+        if rp.limits is not None:
+            attempt("set limits", wrote(lambda: self.waldur.set_limits(rp.uuid, rp.limits or {})))
+        for user in rp.assoc_create:
+            attempt(f"create association {user}", wrote(lambda u=user: self.waldur.create_association(rp.uuid, u)))
+        for user in rp.assoc_delete:
+            attempt(f"delete association {user}", wrote(lambda u=user: self.waldur.delete_association(rp.uuid, u)))
+        return out
+
+    def _mark_erred(self, rp: ResourcePlan, out: _Outcome) -> None:
+        # Re-read just before the only destructive write of the cycle: the pull daemon may have started an
+        # order for this resource since the list was read (B15).
+        fresh = self.waldur.get_resource(rp.uuid)
+        if fresh.state != "OK" or order_in_progress(fresh):
+            out.notes.append(f"resource {rp.uuid}: account {rp.account} missing, but the resource is now {fresh.state}; not marked")
+            return
+        self.waldur.mark_resource_erred(rp.uuid, rp.erred_message or missing_account_message(rp.account))
+        out.writes += 1
+        log.warning("resource %s marked erred: %s", rp.uuid, rp.erred_message)
+
+    def _write_month(self, rp: ResourcePlan, month: MonthWrites, out: _Outcome) -> None:
+        window = month.window
+        if month.totals:
+            self.waldur.set_usage(rp.uuid, month.totals, date=window.report_date)
+            out.writes += 1
+        if not month.per_user:
+            return
+        uuids = dict(month.usage_uuids)
+        if any(ctype not in uuids for ctype in month.per_user):
+            # set_usage just created these ComponentUsage records; their uuids come from one list call.
+            for cu in self.waldur.list_component_usages(window.period, resource_uuid=rp.uuid):
+                uuids[cu.type] = cu.uuid
+        for ctype, users in sorted(month.per_user.items()):
+            usage_uuid = uuids.get(ctype)
+            if usage_uuid is None:
+                out.notes.append(f"resource {rp.uuid}: no {ctype} usage record for {window.period:%Y-%m}; user usage not reported")
+                continue
+            self.waldur.set_user_usages(usage_uuid, users)
+            out.writes += 1
+
+
+def _skip_empty(report: CycleReport, resource: Resource) -> bool:
+    """A resource with an empty backend_id never reaches SLURM (B14); Waldur lists them when it ignores filters."""
+    report.skipped += 1
+    log.info("resource %s has no backend_id; skipped", resource.uuid)
+    return False
