@@ -23,8 +23,12 @@ crashed run can recognise its own accounts): use `AddAccountsDescribed`, which r
 local cluster (22.05.8): 100 accounts with distinct descriptions in 0.9 s, against
 52.9 s for a stdin batch of 100 `add account` lines (one commit each, ~0.5 s). A bad
 line makes the whole load commit nothing. `load` also updates existing accounts
-(description, organization, limits, and the PARENT: an existing account is moved), so
-only new names, or names already under that parent, belong in it.
+(description, organization, limits, and the PARENT: an existing account is moved). Moving
+an account corrupts slurmdbd 22.05's association tree (lft/rgt; seen here: afterwards
+removals delete wrong ranges and `list account withassoc` segfaults slurmdbd), so
+`apply` refuses a load that would move an account (`AccountMoveRefused`). The check
+uses the parents seen by this client's last `read_state()` (no extra process) when it is
+younger than `state_max_age`, else one `list association` read.
 
 Observed sacctmgr quirks handled here:
 - Without `-i` and without a tty sacctmgr spins forever: always `-i`.
@@ -46,6 +50,8 @@ Observed sacctmgr quirks handled here:
 from __future__ import annotations
 
 import logging
+import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -53,6 +59,7 @@ from typing import Iterable, Sequence
 
 from .errors import (
     ACTIVE_JOBS_MARKER,
+    AccountMoveRefused,
     ActiveJobsError,
     CommandNotFound,
     InvalidValue,
@@ -64,6 +71,7 @@ from .errors import (
 )
 from .executor import CommandResult, Executor
 from .ops import (
+    AddAccounts,
     AddAccountsDescribed,
     CancelJobs,
     CreateHomedirs,
@@ -178,6 +186,7 @@ class SlurmClient:
         timeout: float,
         cluster: str | None = None,
         batch_command_budget: float = 2.0,
+        state_max_age: float = 600.0,
     ) -> None:
         """`timeout` bounds one SLURM command; a stdin batch of n commands gets
         `timeout + batch_command_budget * (n - 1)` (a write commits in ~0.3-0.6 s)."""
@@ -188,6 +197,11 @@ class SlurmClient:
         self.cluster = validate_account(cluster, "cluster") if cluster else None
         self.batch_command_budget = batch_command_budget
         self._discovered_cluster: str | None = None
+        self.state_max_age = state_max_age
+        # account -> parent as last seen (read_state) and kept up to date by apply();
+        # guards loads against moving accounts without an extra read.
+        self._parents: dict[str, str] | None = None
+        self._parents_at = 0.0
 
     # ------------------------------------------------------------------ running
     def _run(self, argv: list[str], *, stdin: str | None = None, timeout: float | None = None) -> CommandResult:
@@ -234,7 +248,10 @@ class SlurmClient:
                 "list user format=user,defaultaccount",
             ]
         )
-        return parse_state(accounts_out, users_out, cluster=self.cluster)
+        state = parse_state(accounts_out, users_out, cluster=self.cluster)
+        self._parents = {name: acc.parent for name, acc in state.accounts.items()}
+        self._parents_at = time.monotonic()
+        return state
 
     def read_usage(
         self,
@@ -323,7 +340,10 @@ class SlurmClient:
 
         def flush() -> None:
             if pending:
-                results.extend(self._apply_batch_with_fallback(list(pending)))
+                batch = self._apply_batch_with_fallback(list(pending))
+                for r in batch:
+                    self._remember(r.op, r.ok)
+                results.extend(batch)
                 pending.clear()
 
         for op in ops:
@@ -333,6 +353,7 @@ class SlurmClient:
             flush()
             if isinstance(op, AddAccountsDescribed):
                 results.append(self._apply_load(op))
+                self._remember(op, results[-1].ok)
             elif isinstance(op, CancelJobs):
                 results.append(self._apply_simple(op, op.argv()))
             elif isinstance(op, CreateHomedirs):
@@ -404,20 +425,54 @@ class SlurmClient:
                 all_already = False
         return OpResult(op, True, already=all_already, output=text)
 
+    def _current_parents(self, names: list[str]) -> dict[str, str]:
+        """Parent of each of `names` that has an association on the cluster."""
+        if self._parents is not None and time.monotonic() - self._parents_at < self.state_max_age:
+            return {n: self._parents[n] for n in names if n in self._parents}
+        found: dict[str, str] = {}
+        cluster_opt = [f"cluster={self.cluster}"] if self.cluster else []
+        for chunk in _chunk_names(sorted(names), MAX_ACCOUNTS_ARG):
+            argv = [
+                "sacctmgr", "-i", "--noheader", "--parsable2", "list", "association",
+                "where", f"account={','.join(chunk)}", *cluster_opt, "format=account,parentname,user",
+            ]  # fmt: skip
+            result = self._check(argv, self._run(argv))
+            for account, parent, user in split_rows(result.stdout, 3):
+                if not user:
+                    found[account] = parent
+        return found
+
+    def _remember(self, op: Op, ok: bool) -> None:
+        if not ok or self._parents is None:
+            return
+        if isinstance(op, AddAccountsDescribed):
+            for name, parent in load_parents(op.load_file(self.cluster_name())).items():
+                self._parents.setdefault(name, parent)
+        elif isinstance(op, AddAccounts):
+            for name in op.names:
+                self._parents.setdefault(name, op.parent)
+        elif isinstance(op, RemoveAccounts):
+            self._parents = None  # children of removed accounts become orphans: re-read
+
     def _apply_load(self, op: AddAccountsDescribed) -> OpResult:
         cluster = self.cluster_name()
         argv = [*MERGE_STDERR, "sacctmgr", "-i", "load", "file=/dev/stdin"]
         data = op.load_file(cluster)
+        wanted = load_parents(data)
+        current = self._current_parents(list(wanted))
+        moves = {n: (current[n], p) for n, p in wanted.items() if n in current and current[n] != p}
+        if moves:
+            return OpResult(op, False, error=AccountMoveRefused(moves))
         result = self._run(argv, stdin=data, timeout=self._batch_timeout(1 + len(op.entries) // 50))
         out = result.stdout
         if is_transient_output(out):
             raise SlurmUnavailable(_first_error_line(out) or "slurmdbd unreachable", argv=argv, stderr=out)
         if any(m in out for m in ("Problem with", "error:", "fatal:", "You need to add")):
             return OpResult(op, False, error=SlurmCommandError(argv, result.exit_code, out, "", _first_error_line(out)), output=out)
+        if is_already(out):  # printed with rc 0 when the file matches the DB
+            return OpResult(op, True, already=True, output=out)
         if result.exit_code == 0:
             return OpResult(op, True, output=out)
-        if is_already(out):
-            return OpResult(op, True, already=True, output=out)
         return OpResult(op, False, error=SlurmCommandError(argv, result.exit_code, out, ""), output=out)
 
     def _apply_simple(self, op: Op, argv: list[str]) -> OpResult:
@@ -491,6 +546,22 @@ def parse_jobs(text: str) -> list[JobRecord]:
             )
         )
     return records
+
+
+_LOAD_PARENT = re.compile(r"^Parent - '([^']*)'")
+_LOAD_ACCOUNT = re.compile(r"^Account - '([^']*)'")
+
+
+def load_parents(load_file: str) -> dict[str, str]:
+    """account -> parent as a sacctmgr load file places it (pure)."""
+    parent = "root"
+    placed: dict[str, str] = {}
+    for line in load_file.splitlines():
+        if m := _LOAD_PARENT.match(line):
+            parent = m.group(1)
+        elif m := _LOAD_ACCOUNT.match(line):
+            placed[m.group(1)] = parent
+    return placed
 
 
 def _local(dt: datetime | None) -> datetime | None:

@@ -78,6 +78,21 @@ class ActiveJobsError(SlurmCommandError):
     """sacctmgr refused to remove an association: `Job(s) active, cancel job(s) before remove`."""
 
 
+class AccountMoveRefused(SlurmError):
+    """A load would give an existing account a new parent.
+
+    Slurm 22.05 corrupts its association tree (nested-set lft/rgt) when an account is
+    moved; later removals then delete wrong ranges and `list account withassoc` crashes
+    slurmdbd (seen on the local cluster; `devenv/slurm/check-tree` detects it).
+    """
+
+    def __init__(self, moves: dict[str, tuple[str, str]]) -> None:
+        self.moves = dict(moves)
+        shown = ", ".join(f"{name} ({old} -> {new})" for name, (old, new) in sorted(moves.items())[:5])
+        more = f" and {len(moves) - 5} more" if len(moves) > 5 else ""
+        super().__init__(f"refusing to move existing account(s) to a new parent: {shown}{more}")
+
+
 class InvalidValue(SlurmError, ValueError):
     """A value was refused before it could reach a command line."""
 
