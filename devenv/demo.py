@@ -218,7 +218,7 @@ def report(state: dict, orders: list[dict], accounts: dict[str, str], components
     for resource_uuid, account in accounts.items():
         for key, component in components.items():
             reported = [Decimal(str(u["usage"])) for u in usages if u.get("resource_uuid") == resource_uuid and u.get("type") == key]
-            waldur_value = reported[-1] if reported else Decimal("0")
+            waldur_value = (reported[-1] if reported else Decimal(0)).quantize(Decimal("0.01"))
             sacct_value = component.to_waldur(expected.get((account, key), Decimal(0)))
             match = "✔" if waldur_value == sacct_value else "✘"
             ok &= waldur_value == sacct_value
