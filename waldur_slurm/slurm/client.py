@@ -30,6 +30,13 @@ removals delete wrong ranges and `list account withassoc` segfaults slurmdbd), s
 uses the parents seen by this client's last `read_state()` (no extra process) when it is
 younger than `state_max_age`, else one `list association` read.
 
+Concurrent writers corrupt slurmdbd 22.05's association tree: a `load` (one long
+transaction) running while another process adds accounts left children outside their
+parent's lft/rgt range (reproduced on the local cluster; afterwards `list account
+withassoc` segfaults slurmdbd). So every WRITE process of this client holds an exclusive
+flock on `write_lock` (default `/run/lock/waldur-slurm-agent.sacctmgr.lock`) shared by all
+agents and tests on the machine; reads take no lock. `write_lock=None` disables it.
+
 Observed sacctmgr quirks handled here:
 - Without `-i` and without a tty sacctmgr spins forever: always `-i`.
 - readline redraws some long stdin lines with cursor-movement codes when it believes the
@@ -49,13 +56,16 @@ Observed sacctmgr quirks handled here:
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from .errors import (
     ACTIVE_JOBS_MARKER,
@@ -65,6 +75,7 @@ from .errors import (
     InvalidValue,
     SlurmCommandError,
     SlurmError,
+    SlurmTimeout,
     SlurmTransientError,
     SlurmUnavailable,
     is_transient_output,
@@ -100,6 +111,7 @@ MERGE_STDERR = ["sh", "-c", 'exec "$@" 2>&1', "sh"]
 # Linux refuses a single argv string above 128 KiB (MAX_ARG_STRLEN).
 MAX_ACCOUNTS_ARG = 100_000
 SACCT_FORMAT = "JobID,Account,User,State,ElapsedRaw,ReqTRES,AllocTRES,Start,End"
+DEFAULT_WRITE_LOCK = "/run/lock/waldur-slurm-agent.sacctmgr.lock"
 STATE_ACCOUNT_FORMAT = "account,parentname,user,grptresmins,cluster,organization,description"
 
 _SUCCESS_MARKERS = (
@@ -187,6 +199,7 @@ class SlurmClient:
         cluster: str | None = None,
         batch_command_budget: float = 2.0,
         state_max_age: float = 600.0,
+        write_lock: str | None = DEFAULT_WRITE_LOCK,
     ) -> None:
         """`timeout` bounds one SLURM command; a stdin batch of n commands gets
         `timeout + batch_command_budget * (n - 1)` (a write commits in ~0.3-0.6 s)."""
@@ -198,6 +211,7 @@ class SlurmClient:
         self.batch_command_budget = batch_command_budget
         self._discovered_cluster: str | None = None
         self.state_max_age = state_max_age
+        self.write_lock = write_lock
         # account -> parent as last seen (read_state) and kept up to date by apply();
         # guards loads against moving accounts without an extra read.
         self._parents: dict[str, str] | None = None
@@ -209,6 +223,37 @@ class SlurmClient:
         if result.exit_code == 127 and argv[: len(MERGE_STDERR)] == MERGE_STDERR:
             raise CommandNotFound(argv[len(MERGE_STDERR) :], result.stdout.strip())
         return result
+
+    def _write(self, argv: list[str], *, stdin: str | None = None, timeout: float | None = None) -> CommandResult:
+        """Run a writing command while holding the machine-wide write lock."""
+        limit = timeout or self.timeout
+        with self._write_locked(argv, limit):
+            return self._run(argv, stdin=stdin, timeout=limit)
+
+    @contextmanager
+    def _write_locked(self, argv: list[str], timeout: float) -> Iterator[None]:
+        if not self.write_lock:
+            yield
+            return
+        try:
+            fd = os.open(self.write_lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            log.warning("cannot open SLURM write lock %s (%s); writing without it", self.write_lock, exc)
+            yield
+            return
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise SlurmTimeout(["flock", self.write_lock, *argv], timeout) from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def _check(self, argv: list[str], result: CommandResult) -> CommandResult:
         """Raise for a failed read: transient when slurmdbd/slurmctld is unreachable."""
@@ -381,7 +426,7 @@ class SlurmClient:
         lines_per_op = [self._lines(op, split_removals=split_removals) for op in ops]
         commands = [line for lines in lines_per_op for line in lines]
         argv = [*MERGE_STDERR, "sacctmgr", "-i"]
-        result = self._run(argv, stdin="".join(c + "\n" for c in commands), timeout=self._batch_timeout(len(commands)))
+        result = self._write(argv, stdin="".join(c + "\n" for c in commands), timeout=self._batch_timeout(len(commands)))
         preamble, sections = split_batch_output(result.stdout, commands)
         reached = echoed_count(result.stdout, len(commands))
         if reached == 0:
@@ -463,7 +508,7 @@ class SlurmClient:
         moves = {n: (current[n], p) for n, p in wanted.items() if n in current and current[n] != p}
         if moves:
             return OpResult(op, False, error=AccountMoveRefused(moves))
-        result = self._run(argv, stdin=data, timeout=self._batch_timeout(1 + len(op.entries) // 50))
+        result = self._write(argv, stdin=data, timeout=self._batch_timeout(1 + len(op.entries) // 50))
         out = result.stdout
         if is_transient_output(out):
             raise SlurmUnavailable(_first_error_line(out) or "slurmdbd unreachable", argv=argv, stderr=out)
