@@ -1,0 +1,258 @@
+"""The scenarios of issue 7, run in order against the real cluster and the stand-in.
+
+Push world (grown step by step: 100 -> 1,000 -> 3,000 accounts, one real job each):
+  push first cycle, push second cycle (no change, same agent process), membership pass, the per-account
+  baseline (bench/baseline_original.py), and at the docker N the push cycles again through docker exec.
+Pull world (fresh for each N): N Create orders with two users each; the pull cycle, then an idle cycle in the
+  same agent process; at the docker N the same through docker exec.
+
+Every sample is one agent process (bench.worker). Before each sample the stand-in's state is restored from a
+snapshot (push: no usage reported yet; pull: the orders pending) and, for pull, what the previous sample made
+in SLURM is removed, so all samples of a row measure the same work.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import secrets
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from waldur_standin.testing import StandIn
+
+from .common import PYTHON, REPO, child_env, docker_host, log, run_json
+from .slurm_side import BenchSlurm, cleanup_bench, ensure_linux_users, sh
+from .waldur_side import PullWorld, PushWorld
+
+WORKER_TIMEOUT = 1800
+
+
+@dataclass
+class Plan:
+    push_n: list[int]
+    pull_n: list[int]
+    docker_push_n: list[int]
+    docker_pull_n: list[int]
+    runs: int
+    baseline_sample: int
+    profile: str = "8"
+    quick: bool = False
+
+
+@dataclass
+class Results:
+    plan: Plan
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    baseline: list[dict[str, Any]] = field(default_factory=list)
+    setup: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, scenario: str, mode: str, n: int, samples: list[dict[str, Any]]) -> None:
+        self.rows.append({"scenario": scenario, "mode": mode, "n": n, "samples": samples})
+
+    def as_json(self) -> dict[str, Any]:
+        return {"meta": self.meta, "plan": self.plan.__dict__, "rows": self.rows, "baseline": self.baseline,
+                "setup": self.setup, "errors": self.errors}
+
+
+def machine_info() -> dict[str, Any]:
+    def first(argv: list[str]) -> str:
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return ""
+
+    mem_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kb = int(line.split()[1])
+    cpu = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    os_name = ""
+    if Path("/etc/os-release").exists():
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                os_name = line.split("=", 1)[1].strip('"')
+    return {
+        "cpus": len(__import__("os").sched_getaffinity(0)),
+        "cpu_model": cpu,
+        "mem_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "os": os_name,
+        "python": platform.python_version(),
+        "slurm": first(["sinfo", "-V"]),
+        "mariadb": first(["mariadbd", "--version"]),
+        "git": first(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+    }
+
+
+def worker(env: dict[str, str], *cycles: str) -> dict[str, Any]:
+    result: dict[str, Any] = run_json([PYTHON, "-m", "bench.worker", *cycles], child_env(env), timeout=WORKER_TIMEOUT)
+    return result
+
+
+def sample(out: dict[str, Any], index: int) -> dict[str, Any]:
+    cycle = dict(out["cycles"][index])
+    cycle["startup"] = out["startup"]
+    cycle["rss_start_mb"] = out["rss_start_mb"]
+    return cycle
+
+
+class Runner:
+    def __init__(self, plan: Plan, out_dir: Path) -> None:
+        self.plan = plan
+        self.out_dir = out_dir
+        self.results = Results(plan)
+        self.tag = "wsab" + secrets.token_hex(3)
+        self.slurm = BenchSlurm(self.tag)
+        self.docker = docker_host()
+
+    def _docker_env(self) -> dict[str, str]:
+        assert self.docker
+        return {"SLURM_DEPLOYMENT_TYPE": "docker", "SLURM_CONTAINER_NAME": "slurmctld", "DOCKER_HOST": self.docker}
+
+    def _wants_docker(self) -> bool:
+        return bool(self.plan.docker_push_n or self.plan.docker_pull_n)
+
+    # ------------------------------------------------------------------ entry
+    def run(self) -> Results:
+        t0 = time.monotonic()
+        self.results.meta = {
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine_info(),
+            "tag": self.tag,
+            "mode": "quick" if self.plan.quick else "full",
+        }
+        self.preflight()
+        try:
+            with StandIn(profile=self.plan.profile) as standin:
+                if self.plan.push_n:
+                    self.push_world(standin)
+            if self.plan.pull_n:
+                with StandIn(profile=self.plan.profile) as standin:
+                    self.pull_worlds(standin)
+        finally:
+            self.slurm.cleanup()
+            self.results.meta["duration_s"] = round(time.monotonic() - t0, 1)
+            self.results.meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            self.save()
+        return self.results
+
+    def save(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "results.json").write_text(json.dumps(self.results.as_json(), indent=1))
+
+    def preflight(self) -> None:
+        r = sh(["sacctmgr", "-i", "-n", "-P", "list", "cluster", "format=cluster,controlhost"])
+        if r.returncode != 0 or not any(line.split("|")[1] for line in r.stdout.splitlines() if "|" in line):
+            raise SystemExit(f"bench: the local SLURM cluster is not up ({(r.stderr or r.stdout).strip()[:200]}); "
+                             "run devenv/slurm/up")
+        if self._wants_docker() and not self.docker:
+            raise SystemExit("bench: no private dockerd (run devenv/docker/up) or pass --no-docker")
+        ensure_linux_users()
+        removed = cleanup_bench(self.slurm.client)
+        if removed:
+            log(f"removed {removed} accounts left by an earlier bench run")
+        self.slurm.create_roots()
+        log(f"bench roots {self.slurm.push_root} (push) and {self.slurm.pull_root} (pull)")
+
+    # ------------------------------------------------------------------ push world
+    def push_world(self, standin: StandIn) -> None:
+        world = PushWorld(standin, self.slurm, self.out_dir / "push-components.yaml").setup()
+        snapshot = standin.state()
+        for n in sorted(self.plan.push_n):
+            t0 = time.monotonic()
+            start = len(self.slurm.push_accounts)
+            self.slurm.grow_push(n)
+            self.slurm.submit_jobs(range(start, n))
+            standin.load_state(snapshot)  # nothing reported yet for the resources of the smaller N either
+            world.grow(n)
+            self.slurm.wait_jobs()
+            snapshot = standin.state()
+            self.results.setup.append({"world": "push", "n": n, "seconds": round(time.monotonic() - t0, 1),
+                                       "new_accounts": n - start, "new_jobs": n - start})
+            self._push_rows(world, snapshot, n, "native", world.env())
+            self._membership_rows(world, n)
+            self._baseline(n)
+            if n in self.plan.docker_push_n:
+                self._push_rows(world, snapshot, n, "docker", world.env(**self._docker_env()))
+            self.save()
+
+    def _push_rows(self, world: PushWorld, snapshot: dict[str, Any], n: int, mode: str, env: dict[str, str]) -> None:
+        first, second = [], []
+        for run in range(self.plan.runs):
+            world.standin.load_state(snapshot)
+            world.standin.clear_requests()
+            out = worker(env, "push", "push")
+            first.append(sample(out, 0))
+            second.append(sample(out, 1))
+            server = world.standin.requests()
+            first[-1]["server_requests"] = len(server)
+            log(f"push {mode} N={n} run {run + 1}: first {first[-1]['wall']:.2f} s "
+                f"({first[-1]['slurm_processes']} proc, {sum(first[-1]['http'].values())} req, "
+                f"{first[-1]['rss_mb']:.0f} MB), second {second[-1]['wall']:.2f} s")
+        self.results.add("push_first", mode, n, first)
+        self.results.add("push_second", mode, n, second)
+
+    def _membership_rows(self, world: PushWorld, n: int) -> None:
+        samples = []
+        for run in range(self.plan.runs):
+            world.standin.clear_requests()
+            out = worker(world.env(WALDUR_SYNC_DIRECTION="pull"), "membership")
+            samples.append(sample(out, 0))
+            log(f"membership N={n} run {run + 1}: {samples[-1]['wall']:.2f} s "
+                f"({samples[-1]['slurm_processes']} proc, {sum(samples[-1]['http'].values())} req)")
+        self.results.add("membership", "native", n, samples)
+
+    def _baseline(self, n: int) -> None:
+        accounts = self.slurm.push_accounts[:n]
+        size = min(n, self.plan.baseline_sample)
+        step = n / size
+        chosen = [accounts[int(i * step)] for i in range(size)]
+        path = self.out_dir / f"baseline-accounts-{n}.txt"
+        path.write_text("\n".join(chosen) + "\n")
+        out: dict[str, Any] = run_json([PYTHON, "-m", "bench.baseline_original", str(path)], child_env({}),
+                                       timeout=WORKER_TIMEOUT)
+        out["n"] = n
+        out["extrapolated"] = size < n
+        out["wall_for_n"] = round(out["per_account"] * n, 2)
+        out["processes_for_n"] = 4 * n
+        self.results.baseline.append(out)
+        log(f"baseline N={n}: {size} accounts read in {out['wall']:.1f} s ({out['slurm_processes']} processes), "
+            f"{out['per_account'] * 1000:.0f} ms per account -> {out['wall_for_n']:.0f} s for {n}"
+            + (" (extrapolated)" if out["extrapolated"] else ""))
+
+    # ------------------------------------------------------------------ pull
+    def pull_worlds(self, standin: StandIn) -> None:
+        for n in sorted(self.plan.pull_n):
+            t0 = time.monotonic()
+            world = PullWorld(standin, self.slurm, self.out_dir / "pull-components.yaml", n).setup()
+            self.results.setup.append({"world": "pull", "n": n, "seconds": round(time.monotonic() - t0, 1)})
+            self._pull_rows(world, n, "native", world.env(WALDUR_SYNC_DIRECTION="pull"))
+            if n in self.plan.docker_pull_n:
+                self._pull_rows(world, n, "docker", world.env(WALDUR_SYNC_DIRECTION="pull", **self._docker_env()))
+            self.slurm.reset_pull()
+            self.save()
+
+    def _pull_rows(self, world: PullWorld, n: int, mode: str, env: dict[str, str]) -> None:
+        orders, idle = [], []
+        for run in range(self.plan.runs):
+            self.slurm.reset_pull()
+            world.restore()
+            out = worker(env, "pull", "pull")
+            orders.append(sample(out, 0))
+            idle.append(sample(out, 1))
+            log(f"pull {mode} N={n} run {run + 1}: {orders[-1]['wall']:.2f} s "
+                f"({orders[-1]['slurm_processes']} proc, {sum(orders[-1]['http'].values())} req, "
+                f"done {orders[-1]['done']}/{n}), idle {idle[-1]['wall']:.3f} s")
+        self.results.add("pull_orders", mode, n, orders)
+        self.results.add("pull_idle", mode, n, idle)

@@ -1,0 +1,248 @@
+"""The SLURM side of the benchmark: bench-owned accounts, users and real jobs on the local cluster.
+
+Everything the bench creates lives under root-level accounts whose description is ``BENCH_MARK``; the
+Linux users (``wsabench1..4``) and the SLURM users of the pull scenario (``wsab...``) are bench-only too.
+Nothing else on the shared cluster is touched: cleanup removes exactly those subtrees and users.
+
+Setup is batched: all new accounts and users of a step go through ONE ``sacctmgr -i`` process (multi-name
+``add account`` in chunks, one ``add user`` per user pair). Jobs: an array job carries ONE account, so
+arrays cannot give each of N accounts a record; instead each bench user submits one small job per account
+in a single shell loop (``sbatch`` takes ~3 ms here), four users in parallel. The cost is the cluster's
+throughput (16 advertised CPUs, ~8 one-second jobs per second), not the submission.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from waldur_slurm.slurm.client import SlurmClient
+from waldur_slurm.slurm.executor import NativeExecutor
+from waldur_slurm.slurm.ops import AddAccounts, AddUsers, SetDefaultAccount
+
+from .common import log, retry
+
+BENCH_MARK = "wsa-bench root"
+BENCH_ORG = "wsa-bench"
+LINUX_USERS = ("wsabench1", "wsabench2", "wsabench3", "wsabench4")
+PULL_USER_PREFIX = "wsab"  # SLURM-only users of the pull scenario: wsab<tag>...
+ACCOUNT_CHUNK = 500  # names per `add account` / `remove account` command
+JOB_SECONDS = 1  # ElapsedRaw >= 1, so every account has non-zero usage to report
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL")
+
+
+def sh(argv: Sequence[str], *, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout,
+                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "COLUMNS": "1000000"})
+
+
+def ensure_linux_users() -> None:
+    """The job owners; sacctmgr does not need Linux users, sbatch does."""
+    for user in LINUX_USERS:
+        if sh(["id", "-u", user]).returncode != 0:
+            r = sh(["useradd", "-M", "-s", "/usr/sbin/nologin", user])
+            if r.returncode != 0 and sh(["id", "-u", user]).returncode != 0:
+                raise RuntimeError(f"useradd {user} failed: {r.stderr.strip()}")
+
+
+def chunks(items: Sequence[str], size: int) -> list[tuple[str, ...]]:
+    return [tuple(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def pair_of(index: int) -> tuple[str, str]:
+    """The two users of the index-th push account; the first one runs its job."""
+    k = index % len(LINUX_USERS)
+    return LINUX_USERS[k], LINUX_USERS[(k + 1) % len(LINUX_USERS)]
+
+
+@dataclass
+class BenchSlurm:
+    """One bench run's SLURM state: the push root (allocations + jobs) and the pull root."""
+
+    tag: str
+    client: SlurmClient = field(default_factory=lambda: SlurmClient(NativeExecutor(), timeout=300))
+    push_accounts: list[str] = field(default_factory=list)
+    job_ids: list[str] = field(default_factory=list)
+    pull_users: set[str] = field(default_factory=set)
+    started: datetime = field(default_factory=datetime.now)
+
+    @property
+    def push_root(self) -> str:
+        return f"{self.tag}"
+
+    @property
+    def pull_root(self) -> str:
+        return f"{self.tag}p"
+
+    def account_name(self, index: int) -> str:
+        # about the length of the agent's own names (hpc_<5 hex>_<name>, at most 34 characters)
+        return f"{self.push_root}_{index:05d}_allocation"
+
+    # ------------------------------------------------------------------ setup
+    def _apply(self, ops: list, what: str) -> None:  # type: ignore[type-arg]
+        def go() -> None:
+            results = self.client.apply(ops)
+            bad = [f"{r.op.describe()}: {r.error}" for r in results if not r.ok]
+            if bad:
+                raise RuntimeError(f"{what}: " + "; ".join(bad)[:600])
+
+        retry(what, go)
+
+    def create_roots(self) -> None:
+        """Both roots; the bench users get the push root as their default account (so removing any
+        allocation never touches a default association)."""
+        self._apply(
+            [
+                AddAccounts((self.push_root, self.pull_root), "root", description=BENCH_MARK, organization=BENCH_ORG),
+                AddUsers(LINUX_USERS, (self.push_root,), default_account=self.push_root),
+                SetDefaultAccount(LINUX_USERS, self.push_root),
+            ],
+            "create bench roots",
+        )
+
+    def grow_push(self, n: int) -> list[str]:
+        """Accounts 0..n-1 exist under the push root, each with its user pair; returns the new ones."""
+        start = len(self.push_accounts)
+        if n <= start:
+            return []
+        new = [self.account_name(i) for i in range(start, n)]
+        ops: list = [  # type: ignore[type-arg]
+            AddAccounts(chunk, self.push_root, description="wsa-bench allocation", organization=BENCH_ORG)
+            for chunk in chunks(new, ACCOUNT_CHUNK)
+        ]
+        by_pair: dict[tuple[str, str], list[str]] = {}
+        for i, name in enumerate(new, start):
+            by_pair.setdefault(pair_of(i), []).append(name)
+        for pair, names in sorted(by_pair.items()):
+            ops.extend(AddUsers(pair, chunk) for chunk in chunks(names, ACCOUNT_CHUNK))
+        t0 = time.monotonic()
+        before = self.client.executor.process_count
+        self._apply(ops, f"add {len(new)} accounts")
+        log(f"SLURM: {len(new)} accounts + associations in {time.monotonic() - t0:.1f} s "
+            f"({self.client.executor.process_count - before} process)")
+        self.push_accounts.extend(new)
+        return new
+
+    def submit_jobs(self, indices: Iterable[int]) -> int:
+        """One `sleep 1` job per account, submitted by its first user; one shell loop per user, in parallel."""
+        per_user: dict[str, list[str]] = {}
+        for i in indices:
+            per_user.setdefault(pair_of(i)[0], []).append(self.push_accounts[i])
+        script = (
+            'for a in "$@"; do sbatch --parsable --job-name=wsa-bench -A "$a" --mem=10M -c1 --time=1 '
+            f'--chdir=/tmp --output=/dev/null --wrap "sleep {JOB_SECONDS}" || exit 1; done'
+        )
+        t0 = time.monotonic()
+        procs = {
+            user: subprocess.Popen(["runuser", "-u", user, "--", "sh", "-c", script, "sh", *accounts],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for user, accounts in per_user.items()
+        }
+        count = 0
+        for user, proc in procs.items():
+            out, err = proc.communicate(timeout=600)
+            ids = [line.split(";")[0] for line in out.split()]
+            self.job_ids.extend(ids)
+            count += len(ids)
+            if proc.returncode != 0:
+                raise RuntimeError(f"sbatch as {user} failed after {len(ids)} jobs: {err.strip()[:300]}")
+        log(f"SLURM: {count} jobs submitted in {time.monotonic() - t0:.1f} s")
+        return count
+
+    def wait_jobs(self, timeout: float = 1800) -> float:
+        """Until the bench users have nothing queued and sacct shows every submitted job terminal."""
+        t0 = time.monotonic()
+        users = ",".join(LINUX_USERS)
+        while sh(["squeue", "-h", "-u", users, "-o", "%i"]).stdout.strip():
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"bench jobs still queued after {timeout:.0f} s")
+            time.sleep(1)
+        expected = set(self.job_ids)
+        while True:
+            r = sh(["sacct", "-X", "-n", "-P", "--allusers", "-u", users, "-S", self.started.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "--format=JobID,State"])
+            done = {line.split("|")[0] for line in r.stdout.splitlines()
+                    if "|" in line and line.split("|")[1].split(" ")[0] in TERMINAL}
+            if r.returncode == 0 and expected <= done:
+                break
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"{len(expected - done)} bench jobs not terminal in sacct after {timeout:.0f} s")
+            time.sleep(1)
+        elapsed = time.monotonic() - t0
+        log(f"SLURM: {len(expected)} jobs terminal in sacct after {elapsed:.1f} s of waiting")
+        return elapsed
+
+    # ------------------------------------------------------------------ cleanup
+    def reset_pull(self) -> None:
+        """Remove what a pull cycle made: its users (all their associations), then the accounts below the pull root."""
+        users = sorted(self.pull_users)
+        for chunk in chunks(users, ACCOUNT_CHUNK):
+            retry("remove pull users", lambda c=chunk: _sacctmgr(f"remove user where name={','.join(c)}"))
+        names = [n for n in subtree(self.client, self.pull_root) if n != self.pull_root]
+        remove_accounts(names)
+
+    def cleanup(self) -> None:
+        sh(["scancel", "-u", ",".join(LINUX_USERS)])
+        self.pull_users.clear()
+        cleanup_bench(self.client)
+
+
+def _sacctmgr(line: str) -> str:
+    """One removal command; "Nothing deleted" (already gone) is success."""
+    r = sh(["sacctmgr", "-i"], stdin=line + "\n", timeout=600)
+    text = r.stdout + r.stderr
+    if " Deleting " in text or " Nothing deleted" in text:
+        return text
+    raise RuntimeError(f"sacctmgr {line[:60]}... (rc {r.returncode}): {text.strip()[-400:]}")
+
+
+def subtree(client: SlurmClient, root: str) -> list[str]:
+    state = client.read_state()
+    children: dict[str, list[str]] = {}
+    for acc in state.accounts.values():
+        children.setdefault(acc.parent, []).append(acc.name)
+    out: list[str] = []
+    todo = [root] if root in state.accounts else []
+    while todo:
+        name = todo.pop()
+        out.append(name)
+        todo.extend(children.get(name, []))
+    return out
+
+
+def remove_accounts(names: Sequence[str]) -> None:
+    for chunk in chunks(list(names), ACCOUNT_CHUNK):
+        retry("remove accounts", lambda c=chunk: _sacctmgr(f"remove account where name={','.join(c)}"))
+
+
+def cleanup_bench(client: SlurmClient | None = None) -> int:
+    """Remove every bench subtree (root-level accounts marked ``BENCH_MARK``) and every bench user.
+
+    Users go first (one command removes all of a user's associations, default ones included); the accounts
+    then carry no default association and leave in a few multi-name commands. Returns the accounts removed.
+    """
+    client = client or SlurmClient(NativeExecutor(), timeout=300)
+    state = retry("read state", client.read_state)
+    roots = [a.name for a in state.accounts.values() if a.parent == "root" and a.description == BENCH_MARK]
+    users = sorted(u for u in state.default_account if u.startswith(PULL_USER_PREFIX))
+    if not roots and not users:
+        return 0
+    sh(["scancel", "-u", ",".join(LINUX_USERS)])
+    for chunk in chunks(users, ACCOUNT_CHUNK):
+        retry("remove bench users", lambda c=chunk: _sacctmgr(f"remove user where name={','.join(c)}"))
+    names: list[str] = []
+    for root in roots:
+        names.extend(subtree(client, root))
+    for _ in range(30):
+        try:
+            remove_accounts(names)
+            break
+        except RuntimeError as exc:
+            if "Job(s) active" not in str(exc):
+                raise
+            time.sleep(1)  # cancelled jobs still completing
+    log(f"cleanup: removed {len(names)} bench accounts and {len(users)} bench users")
+    return len(names)
