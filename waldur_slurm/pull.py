@@ -287,12 +287,9 @@ class PullReconciler:
                     suspects.setdefault(uuid, error)
         if not suspects:
             return ok
-        if len(suspects) == 1 and all(len(pl.owners & set(ok)) <= 1 for pl, _ in failures):
-            (uuid, error), = suspects.items()
-            self._err(ok.pop(uuid).order, f"SLURM: {error}", outcome, error)
-            return ok
-        # A grouped op failed: retry each order it served alone, against a fresh state.
-        self.log.warning("pull: %d order(s) share failed SLURM ops; retrying them one by one", len(suspects))
+        # Retry each order alone, against a fresh state, before blaming it: a grouped op fails for all its
+        # orders when one of them is bad, and a daemon that died mid-batch looks like a plain failure.
+        self.log.warning("pull: SLURM ops of %d order(s) failed; retrying them one by one", len(suspects))
         try:
             state = self.slurm.read_state()
         except SlurmTransientError as exc:

@@ -509,7 +509,12 @@ class _Work:
     # -- grouping
 
     def ops(self) -> list[PlannedOp]:
+        """Grouped ops in a safe order. scancel first and mkhomedir last: each is its own process, so
+        everything sacctmgr does in between shares one ``sacctmgr -i`` (after the one load)."""
         out: list[PlannedOp] = []
+        if self.cancel:
+            accounts = sorted(self.cancel)
+            out.append(PlannedOp(CancelJobs(accounts=tuple(accounts)), frozenset().union(*self.cancel.values())))
         # New accounts: a group per (parent, organization, limits), parents before children, all in
         # one load file.
         groups: dict[tuple[int, str, str, tuple[tuple[str, int], ...]], list[str]] = defaultdict(list)
@@ -550,14 +555,7 @@ class _Work:
             users.sort()
             owners = frozenset().union(*(self.default_owners[u] for u in users))
             out.append(PlannedOp(SetDefaultAccount(users=tuple(users), account=account), owners))
-        if self.homedirs:
-            users = sorted(self.homedirs)
-            owners = frozenset().union(*self.homedirs.values())
-            out.append(PlannedOp(CreateHomedirs(users=tuple(users), umask=self.config.umask), owners))
-        # Removals: cancel jobs, move defaults away, drop associations, then accounts, children first.
-        if self.cancel:
-            accounts = sorted(self.cancel)
-            out.append(PlannedOp(CancelJobs(accounts=tuple(accounts)), frozenset().union(*self.cancel.values())))
+        # Removals: move defaults away, drop associations, then accounts, children first.
         moves: dict[str, list[str]] = defaultdict(list)
         for user, account in self.moves.items():
             moves[account].append(user)
@@ -582,6 +580,10 @@ class _Work:
             accounts = sorted(by_depth[depth])
             owners = frozenset().union(*(self.removals[a][1] for a in accounts))
             out.append(PlannedOp(RemoveAccounts(names=tuple(accounts)), owners))
+        if self.homedirs:
+            users = sorted(self.homedirs)
+            owners = frozenset().union(*self.homedirs.values())
+            out.append(PlannedOp(CreateHomedirs(users=tuple(users), umask=self.config.umask), owners))
         return out
 
 

@@ -20,7 +20,6 @@ from tests.support.slurm import (  # noqa: F401
     CLIENT_TIMEOUT,
     slurm_cluster,
     slurm_root,
-    subtree,
 )
 from waldur_slurm.config import Settings, load_settings
 from waldur_slurm.pull import PullReconciler
@@ -145,10 +144,17 @@ def read_state() -> SlurmState:
 
 
 def tree_of(root: str) -> dict[str, Any]:
-    """The accounts under ``root`` (not root itself), straight from sacctmgr."""
-    state = read_state()
-    names = set(subtree(SlurmClient(NativeExecutor(), timeout=CLIENT_TIMEOUT), root)) - {root}
-    return {n: state.accounts[n] for n in names if n in state.accounts}
+    """The accounts under ``root`` (not root itself), from one read of the real cluster."""
+    accounts = read_state().accounts
+    found: dict[str, Any] = {}
+    todo = [root]
+    while todo:
+        parent = todo.pop()
+        for acc in accounts.values():
+            if acc.parent == parent:
+                found[acc.name] = acc
+                todo.append(acc.name)
+    return found
 
 
 def sacctmgr(*args: str) -> str:

@@ -609,3 +609,23 @@ def test_describe_mentions_every_order_and_op() -> None:
     plan = plan_orders([o], tree(), CONFIG)
     text = "\n".join(plan.describe())
     assert o.uuid in text and "approve" in text and "add account" in text and "complete Create order" in text
+
+
+def test_mixed_plan_keeps_sacctmgr_ops_contiguous() -> None:
+    """scancel first, mkhomedir last: the sacctmgr ops between them share one process after the load."""
+    cfg = PlanConfig(naming=RULES, default_account=ROOT, components=COMPONENTS, enable_homedir=True)
+    alice = hexid()
+    term = order("Terminate")
+    acc = f"hpc_{term.resource_uuid[:5]}_x"
+    create = order("Create", project=hexid())
+    update = order("Update", limits={"cpu": 9})
+    upd_acc = f"hpc_{update.resource_uuid[:5]}_u"
+    st = tree(Acc(acc, PROJ_ACC, naming.resource_marker(term.resource_uuid), users=frozenset({"bob"})),
+              Acc(upd_acc, PROJ_ACC, naming.resource_marker(update.resource_uuid), limits={"cpu": 1}),
+              defaults={"bob": acc})
+    plan = plan_orders([term, create, update], st, cfg, teams={create.resource_uuid: [member(alice)]},
+                       offering_users=[ouser(alice, "alice")])
+    kinds = [type(p.op) for p in plan.ops]
+    assert kinds[0] is CancelJobs and kinds[-1] is CreateHomedirs
+    assert kinds[1] is AddAccountTree or issubclass(kinds[1], AddAccountsDescribed)
+    assert not {CancelJobs, CreateHomedirs, AddAccountTree, AddAccountsDescribed} & set(kinds[2:-1])
