@@ -213,25 +213,32 @@ def run_job(slurm_cluster: str) -> RunJob:
 
 
 def job_states(job_ids: Iterable[str]) -> dict[str, str]:
+    """job id -> sacct State. A terminal job counts only once its record is complete:
+    right after COMPLETED shows, Eligible can still be `Unknown` for about a second, and
+    windowed queries (--starttime/--endtime, as read_usage does) miss the job until then."""
     ids = list(job_ids)
     r = _sh(
         ["sacct", "--noheader", "--parsable2", "--allusers", "--allocations", f"--jobs={','.join(ids)}",
-         "--format=JobID,State"]
+         "--format=JobID,State,Eligible,End"]
     )  # fmt: skip
     if r.returncode != 0:
         raise AssertionError(f"sacct failed: {r.stderr.strip()}")
     states = {}
     for line in r.stdout.splitlines():
-        if "|" in line:
-            job, state = line.split("|", 1)
-            states[job] = state.split(" ")[0]
+        if line.count("|") != 3:
+            continue
+        job, state, eligible, end = line.split("|")
+        state = state.split(" ")[0]
+        if state in TERMINAL_STATES and "Unknown" in (eligible, end):
+            state = "RECORDING"
+        states[job] = state
     return states
 
 
 def wait_jobs_in_sacct(
     job_ids: Iterable[str], *, timeout: float = 90, states: frozenset[str] = TERMINAL_STATES
 ) -> dict[str, str]:
-    """Poll sacct until every job is in one of `states` (terminal by default)."""
+    """Poll sacct until every job is in one of `states` (terminal and fully recorded by default)."""
     ids = list(job_ids)
     deadline = time.monotonic() + timeout
     seen: dict[str, str] = {}

@@ -429,6 +429,10 @@ class SlurmClient:
         result = self._write(argv, stdin="".join(c + "\n" for c in commands), timeout=self._batch_timeout(len(commands)))
         preamble, sections = split_batch_output(result.stdout, commands)
         reached = echoed_count(result.stdout, len(commands))
+        if is_transient_output(preamble):
+            # sacctmgr could not reach slurmdbd at start-up; it still echoes the commands
+            # but runs none of them
+            raise SlurmUnavailable(_first_error_line(preamble), argv=argv, stderr=preamble)
         if reached == 0:
             text = preamble or result.stdout
             if is_transient_output(text):
