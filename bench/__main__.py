@@ -42,6 +42,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--runs", type=int, help="runs per row (default 3; quick 1)")
     p.add_argument("--baseline-sample", type=int, help="accounts the baseline reads at most per N (default 100)")
     p.add_argument("--profile", choices=("8", "2024"), default="8", help="stand-in server profile")
+    p.add_argument("--wait-quiet", type=float, metavar="SECONDS",
+                   help="first wait up to SECONDS until no other pytest session has run for 30 s "
+                        "(default: 2400 in full mode, 0 in quick mode)")
     p.add_argument("--out", type=Path, help="output directory (default bench/results/<timestamp>-<mode>)")
     p.add_argument("--publish", action="store_true", help="copy report.md and the plots to docs/benchmarks/")
     p.add_argument("--report-only", type=Path, metavar="RESULTS_JSON", help="rebuild report and plots from a results.json")
@@ -102,6 +105,14 @@ def main(argv: list[str]) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     log(f"{mode} run -> {out_dir}")
     runner = Runner(plan, out_dir)
+    wait = args.wait_quiet if args.wait_quiet is not None else (0 if args.quick else 2400)
+    if wait > 0:
+        from .quiet import wait_quiet
+
+        t0 = time.monotonic()
+        quiet = wait_quiet(wait)
+        runner.quiet_wait = {"waited_s": round(time.monotonic() - t0), "quiet": quiet}
+        log("machine quiet" if quiet else f"machine still busy after {wait:.0f} s; running anyway (recorded)")
     try:
         results = runner.run().as_json()
     except SystemExit:

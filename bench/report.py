@@ -22,6 +22,11 @@ def _median(values: Iterable[float]) -> float:
     return float(statistics.median(vals)) if vals else float("nan")
 
 
+def _median_sample(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    ordered = sorted(samples, key=lambda s: s["wall"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def summarize(row: dict[str, Any]) -> dict[str, Any]:
     samples = row["samples"]
     walls = [s["wall"] for s in samples]
@@ -37,6 +42,8 @@ def summarize(row: dict[str, Any]) -> dict[str, Any]:
         "wall_min": min(walls),
         "wall_max": max(walls),
         "cpu": _median(s["cpu"] for s in samples),
+        "slurm_seconds": _median(s.get("slurm_seconds", float("nan")) for s in samples),
+        "slurm_calls": _median_sample(samples).get("slurm_calls", []),
         "slurm_processes": _median(s["slurm_processes"] for s in samples),
         "slurm_processes_max": max(procs),
         "slurm_processes_values": procs,
@@ -171,19 +178,19 @@ def markdown(results: dict[str, Any], plots: list[str] | None = None, plot_prefi
         "",
         "### Every scenario",
         "",
-        "Wall: median of the runs (min-max) of the cycle alone, in a fresh agent process. CPU: the agent's own "
-        "user+system seconds. HTTP: requests the agent sent (median per method). Peak RSS: the agent process's "
-        "`ru_maxrss` after the cycle (highest of the runs).",
+        "Wall: median of the runs (min-max) of the cycle alone, in a fresh agent process. SLURM s: the part of the "
+        "wall spent waiting for SLURM processes. CPU: the agent's own user+system seconds. HTTP: requests the agent "
+        "sent (median per method). Peak RSS: the agent process's `ru_maxrss` after the cycle (highest of the runs).",
         "",
-        "| scenario | mode | N | runs | wall s (min-max) | agent CPU s | SLURM processes | HTTP requests | Waldur writes | peak RSS MB |",
-        "|---|---|---:|---:|---|---:|---:|---|---:|---:|",
+        "| scenario | mode | N | runs | wall s (min-max) | SLURM s | agent CPU s | SLURM processes | HTTP requests | Waldur writes | peak RSS MB |",
+        "|---|---|---:|---:|---|---:|---:|---:|---|---:|---:|",
     ]
     for r in rows:
         procs = f"{r['slurm_processes']:g}" if len(r["slurm_processes_values"]) == 1 else \
             f"{r['slurm_processes']:g} ({'/'.join(map(str, r['slurm_processes_values']))})"
         lines.append(
             f"| {LABELS.get(r['scenario'], r['scenario'])} | {r['mode']} | {r['n']:,} | {r['runs']} | "
-            f"{r['wall']:.2f} ({r['wall_min']:.2f}-{r['wall_max']:.2f}) | {r['cpu']:.2f} | {procs} | "
+            f"{r['wall']:.2f} ({r['wall_min']:.2f}-{r['wall_max']:.2f}) | {r['slurm_seconds']:.2f} | {r['cpu']:.2f} | {procs} | "
             f"{_http(r['http'])} | {r['writes']:g} | {r['rss_mb']:.0f} |"
         )
     base = results.get("baseline", [])
@@ -212,6 +219,14 @@ def markdown(results: dict[str, Any], plots: list[str] | None = None, plot_prefi
                 f"| {b['n']:,} | {b['accounts']:,} | {b['wall']:.1f} | {b['slurm_processes']:,} | {b['per_account'] * 1000:.0f} | "
                 f"{b['wall_for_n']:.0f} | {how} | - | - |"
             )
+    detail = [r for r in rows if r["scenario"] in ("push_first", "pull_orders") and r["slurm_calls"]]
+    if detail:
+        lines += ["", "### SLURM processes of the median run", "",
+                  "| scenario | mode | N | processes (command, stdin lines, seconds) |", "|---|---|---:|---|"]
+        for r in detail:
+            calls = "; ".join(f"{c['command']}" + (f" ({c['stdin_lines']} lines)" if c["stdin_lines"] else "")
+                              + f" {c['seconds']:.2f} s" for c in r["slurm_calls"])
+            lines.append(f"| {LABELS[r['scenario']]} | {r['mode']} | {r['n']:,} | {calls} |")
     setup = results.get("setup", [])
     if setup:
         lines += ["", "### Setup (not measured as agent work)", ""]
@@ -222,6 +237,13 @@ def markdown(results: dict[str, Any], plots: list[str] | None = None, plot_prefi
             else:
                 lines.append(f"- pull world N={s['n']:,}: {s['n']:,} orders and {2 * s['n']:,} users in the stand-in, "
                              f"{s['seconds']:.0f} s")
+    busy = sum(1 for row in results["rows"] for smp in row["samples"] if smp.get("other_tests_running"))
+    total = sum(len(row["samples"]) for row in results["rows"])
+    restarts = sum(smp.get("slurmdbd_restarts", 0) for row in results["rows"] for smp in row["samples"])
+    lines += ["", "### Conditions", "",
+              f"- samples taken while another test session ran on the machine: {busy} of {total}; "
+              f"slurmdbd restarts during kept samples: {restarts}"]
+    lines += [f"- retried: {r}" for r in results.get("retried", [])]
     if results.get("errors"):
         lines += ["", "### Errors", ""] + [f"- {e}" for e in results["errors"]]
     if plots:
@@ -245,9 +267,10 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
         pts = sorted((r["n"], r[key]) for r in rows if r["scenario"] == scenario and r["mode"] == mode)
         return [p[0] for p in pts], [p[1] for p in pts]
 
-    def finish(fig: Any, ax: Any, name: str, title: str, ylabel: str, log: bool = True) -> None:
+    def finish(fig: Any, ax: Any, name: str, title: str, ylabel: str, log: bool = True,
+               xlabel: str = "N (resources and accounts; Create orders for pull)") -> None:
         ax.set_title(title)
-        ax.set_xlabel("N (resources / accounts; orders for pull)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if log:
             ax.set_xscale("log")
@@ -260,22 +283,30 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
         plt.close(fig)
         files.append(path)
 
-    # wall time
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for scenario in ORDER:
-        xs, ys = series(scenario, "wall")
-        if xs:
-            ax.plot(xs, ys, styles[scenario], label=LABELS[scenario] + " (native)")
-        xs, ys = series(scenario, "wall", "docker")
-        if xs:
-            ax.plot(xs, ys, "x", markersize=10, mew=2, label=LABELS[scenario] + " (docker)")
+    # wall time: the push world (N resources) and the pull orders (N orders) side by side
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.8))
+    for target, scenarios in ((ax, ("push_first", "push_second", "membership")), (ax2, ("pull_orders", "pull_idle"))):
+        for scenario in scenarios:
+            xs, ys = series(scenario, "wall")
+            if xs:
+                target.plot(xs, ys, styles[scenario], label=LABELS[scenario] + " (native)")
+            xs, ys = series(scenario, "wall", "docker")
+            if xs:
+                target.plot(xs, ys, "x", markersize=10, mew=2, label=LABELS[scenario] + " (docker)")
     if base:
         pts = sorted((b["n"], b["wall_for_n"], b["extrapolated"]) for b in base)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "k--", label="original per-account reads (baseline)")
         for n, w, extra in pts:
             if extra:
                 ax.annotate("extrapolated", (n, w), fontsize=7, textcoords="offset points", xytext=(4, -10))
-    finish(fig, ax, "wall.png", "Cycle wall time (median) against N", "seconds")
+    ax2.set_title("Pull: wall time (median) against N orders")
+    ax2.set_xlabel("N (Create orders, 2 users each)")
+    ax2.set_ylabel("seconds")
+    ax2.set_xscale("log")
+    ax2.set_yscale("log")
+    ax2.grid(True, which="both", alpha=0.3)
+    ax2.legend(fontsize=8)
+    finish(fig, ax, "wall.png", "Push world: wall time (median) against N", "seconds", xlabel="N (resources and accounts)")
 
     # SLURM processes
     fig, ax = plt.subplots(figsize=(7.5, 4.8))

@@ -13,13 +13,15 @@ throughput (16 advertised CPUs, ~8 one-second jobs per second), not the submissi
 
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from waldur_slurm.slurm.client import SlurmClient
+from waldur_slurm.slurm.client import DEFAULT_WRITE_LOCK, SlurmClient
 from waldur_slurm.slurm.executor import NativeExecutor
 from waldur_slurm.slurm.ops import AddAccounts, AddUsers, SetDefaultAccount
 
@@ -191,8 +193,22 @@ class BenchSlurm:
 
 
 def _sacctmgr(line: str) -> str:
-    """One removal command; "Nothing deleted" (already gone) is success."""
-    r = sh(["sacctmgr", "-i"], stdin=line + "\n", timeout=600)
+    """One removal command; "Nothing deleted" (already gone) is success.
+
+    Holds the machine-wide write lock that every SlurmClient writer takes (concurrent sacctmgr writers
+    corrupt slurmdbd 22.05's association tree; see waldur_slurm/slurm/client.py).
+    """
+    try:
+        fd: int | None = os.open(DEFAULT_WRITE_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        fd = None  # as SlurmClient does: write without the lock rather than not at all
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        r = sh(["sacctmgr", "-i"], stdin=line + "\n", timeout=600)
+    finally:
+        if fd is not None:
+            os.close(fd)
     text = r.stdout + r.stderr
     if " Deleting " in text or " Nothing deleted" in text:
         return text

@@ -38,6 +38,39 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _command(argv: list[str]) -> str:
+    """"sacctmgr load", "sacctmgr stdin", "sacct", ...: what kind of SLURM process this was."""
+    merge = ["sh", "-c", 'exec "$@" 2>&1', "sh"]
+    if argv[: len(merge)] == merge:
+        argv = argv[len(merge) :]
+    words = [a for a in argv if not a.startswith("-")]
+    if not words:
+        return "?"
+    if words[0] == "sacctmgr":
+        return f"sacctmgr {words[1]}" if len(words) > 1 else "sacctmgr stdin"
+    return words[0]
+
+
+class TimedExecutor:
+    """Wraps the agent's executor to time each SLURM process it starts (the measurement, not a stand-in):
+    the agent still runs the real commands through the real executor."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+        self.calls: list[dict[str, object]] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def run(self, argv: list[str], *, stdin: str | None = None, timeout: float):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        try:
+            return self._inner.run(argv, stdin=stdin, timeout=timeout)  # type: ignore[attr-defined]
+        finally:
+            self.calls.append({"command": _command(argv), "stdin_lines": stdin.count("\n") if stdin else 0,
+                               "seconds": round(time.perf_counter() - t0, 4)})
+
+
 def main(argv: list[str]) -> int:
     cycles = argv or ["push"]
     unknown = [c for c in cycles if c not in CYCLES]
@@ -56,6 +89,8 @@ def main(argv: list[str]) -> int:
     settings = load_settings(os.environ)
     waldur = make_waldur_client(settings)
     slurm = make_slurm_client(settings)
+    timed = TimedExecutor(slurm.executor)
+    slurm.executor = timed  # type: ignore[assignment]
     reporter = PushReporter(settings, waldur, slurm, echo=lambda _line: None)
     reconciler = PullReconciler(settings, waldur, slurm, out=lambda _line: None)
     startup = time.perf_counter() - _T0
@@ -63,6 +98,7 @@ def main(argv: list[str]) -> int:
     for kind in cycles:
         http0 = dict(waldur.request_counts)
         procs0 = slurm.executor.process_count
+        calls0 = len(timed.calls)
         cpu0 = _cpu()
         t0 = time.perf_counter()
         if kind == "push":
@@ -74,12 +110,15 @@ def main(argv: list[str]) -> int:
         wall = time.perf_counter() - t0
         http1 = waldur.request_counts
         http = {m: http1.get(m, 0) - http0.get(m, 0) for m in sorted(set(http1) | set(http0))}
+        calls = timed.calls[calls0:]
         out["cycles"].append(  # type: ignore[union-attr]
             {
                 "kind": kind,
                 "wall": round(wall, 4),
                 "cpu": round(_cpu() - cpu0, 4),
                 "slurm_processes": slurm.executor.process_count - procs0,
+                "slurm_seconds": round(sum(float(c["seconds"]) for c in calls), 4),  # type: ignore[arg-type]
+                "slurm_calls": calls,
                 "http": {m: n for m, n in http.items() if n},
                 "rss_mb": round(_rss_mb(), 2),
                 "seen": report.seen,
@@ -94,7 +133,7 @@ def main(argv: list[str]) -> int:
             }
         )
     waldur.close()
-    close = getattr(slurm.executor, "close", None)
+    close = getattr(timed._inner, "close", None)
     if close is not None:
         close()
     print(json.dumps(out), flush=True)
