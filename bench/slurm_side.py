@@ -17,7 +17,8 @@ import fcntl
 import os
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -189,15 +190,15 @@ class BenchSlurm:
     def cleanup(self) -> None:
         sh(["scancel", "-u", ",".join(LINUX_USERS)])
         self.pull_users.clear()
-        cleanup_bench(self.client)
+        # the job owners first: their default association is in the push root
+        cleanup_bench(self.client, only="wsabench")
+        cleanup_bench(self.client, only=self.tag)
 
 
-def _sacctmgr(line: str) -> str:
-    """One removal command; "Nothing deleted" (already gone) is success.
-
-    Holds the machine-wide write lock that every SlurmClient writer takes (concurrent sacctmgr writers
-    corrupt slurmdbd 22.05's association tree; see waldur_slurm/slurm/client.py).
-    """
+@contextmanager
+def write_locked() -> Iterator[None]:
+    """The machine-wide write lock every SlurmClient writer takes (concurrent sacctmgr writers corrupt
+    slurmdbd 22.05's association tree; see waldur_slurm/slurm/client.py). Held by the bench's raw writes."""
     try:
         fd: int | None = os.open(DEFAULT_WRITE_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError:
@@ -205,10 +206,16 @@ def _sacctmgr(line: str) -> str:
     try:
         if fd is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)
-        r = sh(["sacctmgr", "-i"], stdin=line + "\n", timeout=600)
+        yield
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def _sacctmgr(line: str) -> str:
+    """One removal command; "Nothing deleted" (already gone) is success."""
+    with write_locked():
+        r = sh(["sacctmgr", "-i"], stdin=line + "\n", timeout=600)
     text = r.stdout + r.stderr
     if " Deleting " in text or " Nothing deleted" in text:
         return text
@@ -234,19 +241,20 @@ def remove_accounts(names: Sequence[str]) -> None:
         retry("remove accounts", lambda c=chunk: _sacctmgr(f"remove account where name={','.join(c)}"))
 
 
-def cleanup_bench(client: SlurmClient | None = None) -> int:
-    """Remove every bench subtree (root-level accounts marked ``BENCH_MARK``) and every bench user.
+def cleanup_bench(client: SlurmClient | None = None, only: str | None = None) -> int:
+    """Remove every bench subtree (root-level accounts marked ``BENCH_MARK``) and every bench user; with
+    ``only``, just the roots and users whose names start with that tag.
 
     Users go first (one command removes all of a user's associations, default ones included); the accounts
     then carry no default association and leave in a few multi-name commands. Returns the accounts removed.
     """
     client = client or SlurmClient(NativeExecutor(), timeout=300)
     state = retry("read state", client.read_state)
-    roots = [a.name for a in state.accounts.values() if a.parent == "root" and a.description == BENCH_MARK]
-    users = sorted(u for u in state.default_account if u.startswith(PULL_USER_PREFIX))
-    if not roots and not users:
-        return 0
-    sh(["scancel", "-u", ",".join(LINUX_USERS)])
+    roots = [a.name for a in state.accounts.values() if a.parent == "root" and a.description == BENCH_MARK
+             and a.name.startswith(only or "")]
+    users = sorted(u for u in state.default_account if u.startswith(only or PULL_USER_PREFIX))
+    if only is None or only.startswith("wsabench"):
+        sh(["scancel", "-u", ",".join(LINUX_USERS)])
     for chunk in chunks(users, ACCOUNT_CHUNK):
         retry("remove bench users", lambda c=chunk: _sacctmgr(f"remove user where name={','.join(c)}"))
     names: list[str] = []
@@ -260,5 +268,13 @@ def cleanup_bench(client: SlurmClient | None = None) -> int:
             if "Job(s) active" not in str(exc):
                 raise
             time.sleep(1)  # cancelled jobs still completing
-    log(f"cleanup: removed {len(names)} bench accounts and {len(users)} bench users")
-    return len(names)
+    # Account records left without an association (a removal cut short by a slurmdbd restart) are not in
+    # read_state; find them by their description.
+    r = sh(["sacctmgr", "-n", "-P", "list", "account", "format=account,description"])
+    orphans = [line.split("|")[0] for line in r.stdout.splitlines()
+               if line.startswith(only or PULL_USER_PREFIX) and "|wsa-bench" in line and line.split("|")[0] not in names]
+    if orphans:
+        remove_accounts(orphans)
+    if names or orphans or users:
+        log(f"cleanup: removed {len(names) + len(orphans)} bench accounts and {len(users)} bench users")
+    return len(names) + len(orphans)
