@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -184,6 +184,7 @@ class PushPlan:
     unchanged: int = 0
     skipped: list[str] = field(default_factory=list)
     anomalies: list[str] = field(default_factory=list)
+    missing: set[str] = field(default_factory=set)  # accounts of markable resources absent from this dump
 
     def describe(self) -> list[str]:
         return [line for rp in self.resources for line in rp.describe()]
@@ -207,11 +208,18 @@ def plan_push(
     months: Sequence[MonthInput],
     limit_components: Mapping[str, Component],
     associations: Mapping[str, frozenset[str]] | None = None,
+    missing_before: Collection[str] | None = None,
 ) -> PushPlan:
     """Decide every write of the cycle from what was read (pure).
 
-    ``state`` must come from a SUCCESSFUL dump: an account absent from it is really gone. ``associations``
-    (allocation uuid -> usernames held by Waldur) is given only for the 2024 flavour, which keeps them.
+    ``state`` must come from a SUCCESSFUL dump. ``associations`` (allocation uuid -> usernames held by
+    Waldur) is given only for the 2024 flavour, which keeps them.
+
+    ``missing_before``: accounts that were already absent from the previous successful dump. When given,
+    a resource is marked erred only if its account is absent from two dumps in a row: a dump can succeed
+    and still miss accounts while slurmdbd repairs its association tree under concurrent writes (seen on
+    the test cluster: "Can't find parent id ..."), and one bad read must not err a healthy resource.
+    ``None`` marks at the first absence.
     """
     plan = PushPlan()
     accounts_of: dict[str, list[str]] = {}
@@ -236,7 +244,13 @@ def plan_push(
             elif busy:
                 plan.skipped.append(f"resource {res.uuid}: account {account} missing while an order is in progress; not marked")
             else:
-                plan.resources.append(ResourcePlan(res.uuid, res.name, account, erred_message=missing_account_message(account)))
+                plan.missing.add(account)
+                if missing_before is None or account in missing_before:
+                    plan.resources.append(ResourcePlan(res.uuid, res.name, account, erred_message=missing_account_message(account)))
+                else:
+                    plan.skipped.append(
+                        f"resource {res.uuid}: account {account} missing from this dump; marked erred if still missing next cycle"
+                    )
             continue
         if res.state == "Erred" and busy:
             plan.skipped.append(f"resource {res.uuid}: erred with an order in progress; left to the pull daemon")
@@ -309,6 +323,7 @@ class PushReporter:
         *,
         now: Callable[[], datetime] = _utcnow,
         previous_month_grace: timedelta = PREVIOUS_MONTH_GRACE,
+        confirm_missing: bool = True,
         echo: Callable[[str], None] = print,
     ) -> None:
         self.settings = settings
@@ -317,6 +332,10 @@ class PushReporter:
         self.now = now
         self.previous_month_grace = previous_month_grace
         self.echo = echo
+        self.confirm_missing = confirm_missing
+        # accounts absent from the last successful dump (see plan_push); in memory only: after a restart
+        # a missing account is confirmed by the second cycle
+        self._missing: set[str] = set()
         self._staff: bool | None = None
 
     # ------------------------------------------------------------------ reads
@@ -391,6 +410,13 @@ class PushReporter:
         http0 = self.waldur.requests_total
         try:
             self._cycle(report, dry_run)
+        except WaldurTransientError as e:
+            # Only reads get here (each resource's writes catch their own errors): Waldur is unreachable or
+            # overloaded right now; the next cycle reports everything, as usage is month-to-date.
+            note = f"Waldur read failed ({e}); nothing reported this cycle"
+            report.notes.append(note)
+            report.deferred = max(report.deferred, report.seen - report.skipped)
+            log.warning(note)
         finally:
             report.slurm_processes = self.slurm.executor.process_count - procs0
             report.http_requests = self.waldur.requests_total - http0
@@ -426,7 +452,7 @@ class PushReporter:
             return
         if in_month_start(now, tz, self.previous_month_grace):
             previous = previous_window(now, tz)
-            allowed = {k: c for k, c in backfill_types(offering, usage_components, staff=self._is_staff()).items()}
+            allowed = backfill_types(offering, usage_components, staff=self._is_staff())
             if allowed:
                 try:
                     months.append(MonthInput(previous, self._read_usage(accounts, previous), self._held(previous), allowed))
@@ -442,11 +468,18 @@ class PushReporter:
                 )
 
         associations = self._associations() if self.waldur.flavour == FLAVOUR_2024 else None
-        plan = plan_push(resources, state, months, limit_components, associations)
+        plan = plan_push(
+            resources, state, months, limit_components, associations, self._missing if self.confirm_missing else None
+        )
+        if not dry_run:
+            self._missing = set(plan.missing)
 
         report.skipped += len(plan.skipped)
         for line in plan.skipped:
             log.info(line)
+        if plan.missing:
+            sample = ", ".join(sorted(plan.missing)[:10])
+            log.warning("%d account(s) of resources absent from the SLURM dump: %s", len(plan.missing), sample)
         for line in plan.anomalies:
             log.warning("usage anomaly: %s", line)
         report.notes.extend(f"anomaly: {a}" for a in plan.anomalies)

@@ -209,14 +209,25 @@ def profile(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def push_env(profile: str, slurm_root: str, tmp_path: Path) -> Iterator[PushEnv]:
+def _push_env(profile: str, slurm_root: str, tmp_path: Path) -> Iterator[PushEnv]:
     with StandIn(profile=profile) as server:
         env = PushEnv(standin=server, root=slurm_root, tmp=tmp_path, profile=profile)
         try:
             yield env
         finally:
             env.close()
+
+
+@pytest.fixture
+def push_env(profile: str, slurm_root: str, tmp_path: Path) -> Iterator[PushEnv]:
+    """Both Waldur profiles (test ids [8] and [2024])."""
+    yield from _push_env(profile, slurm_root, tmp_path)
+
+
+@pytest.fixture
+def push_env_8(slurm_root: str, tmp_path: Path) -> Iterator[PushEnv]:
+    """Profile 8 only: for behaviour that happens before any flavour-specific Waldur call."""
+    yield from _push_env("8", slurm_root, tmp_path)
 
 
 def replace_settings(settings: Settings, **changes: Any) -> Settings:

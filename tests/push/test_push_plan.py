@@ -60,6 +60,16 @@ def test_missing_account_marks_erred_only_when_safe_b6_b15() -> None:
     assert len(plan.skipped) == 3
 
 
+def test_an_account_must_be_missing_from_two_dumps_in_a_row() -> None:
+    resources = [res(U1, "acc_a"), res(U2, "acc_b")]
+    first = plan_push(resources, slurm(), [month()], COMPONENTS, None, missing_before=set())
+    assert first.resources == [] and first.missing == {"acc_a", "acc_b"} and len(first.skipped) == 2
+    # acc_a reappeared (the first dump was bad), acc_b is still gone
+    second = plan_push(resources, slurm("acc_a"), [month()], COMPONENTS, None, missing_before=first.missing)
+    assert [(rp.uuid, rp.erred_message) for rp in second.resources] == [(U2, missing_account_message("acc_b"))]
+    assert second.missing == {"acc_b"}
+
+
 def test_erred_resource_whose_account_exists_is_recovered_and_reported() -> None:
     plan = plan_push([res(U1, "acc", "Erred")], slurm("acc"), [month({"acc": 120})], COMPONENTS)
     (rp,) = plan.resources

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import time
 from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
 
-from tests.push.conftest import PushEnv, expected_usage, raw_sacct, writes
+from tests.push.conftest import PushEnv, cents, expected_usage, raw_sacct, writes
 from tests.support.slurm import submit_job, wait_jobs_in_sacct
 from waldur_slurm.slurm.ops import SetLimits
 from waldur_slurm.usage import billing_window
@@ -21,6 +24,8 @@ def test_real_jobs_give_exact_usage_per_component_and_user_then_nothing_changes(
     env = push_env.setup()
     acc_a, acc_b = env.add_accounts(["a", "b"], users={"a": ["wsa_alice", "wsa_bob"], "b": ["wsa_carol"]})
     res_a, res_b = env.add_resources([acc_a, acc_b])
+    env.add_resources([""])  # no backend_id yet: never reaches SLURM (B14)
+    env.standin.set_log_bodies(True)
     jobs = [
         submit_job("wsa_alice", acc_a, cpus=3, mem_mb=300, gpus=1, seconds=4),
         submit_job("wsa_bob", acc_a, cpus=2, mem_mb=200, seconds=3),
@@ -32,8 +37,14 @@ def test_real_jobs_give_exact_usage_per_component_and_user_then_nothing_changes(
     now = datetime.now(UTC)
     reporter = env.reporter(now=lambda: now)
     report = reporter.run_cycle()
-    assert (report.failed, report.deferred, report.seen) == (0, 0, 2), report.notes
+    assert (report.failed, report.deferred, report.seen, report.skipped) == (0, 0, 3, 1), report.notes
     assert report.slurm_processes == 2  # one dump, one sacct for both accounts
+    log = env.requests_since(0)
+    # B12: usage goes by resource and date, never through plan_periods[0]
+    assert not [e for e in log if "plan_periods" in e["path"]]
+    bodies = [json.loads(e["request_body"]) for e in log if e["path"].endswith("/set_usage/")]
+    assert sorted(b["resource"].replace("-", "") for b in bodies) == sorted([res_a, res_b])
+    assert all("plan_period" not in b and b["date"].startswith(f"{now:%Y-%m}") for b in bodies)
 
     window = billing_window(now, env.settings().billing_timezone)
     raw = raw_sacct([acc_a, acc_b], window.start, window.end)
@@ -63,7 +74,7 @@ def test_real_jobs_give_exact_usage_per_component_and_user_then_nothing_changes(
     mark = env.mark()
     again = reporter.run_cycle()
     assert writes(env.requests_since(mark)) == []
-    assert again.writes == 0 and again.failed == 0 and again.done == 2
+    assert again.writes == 0 and again.failed == 0 and again.done == 2 and again.skipped == 1
     assert again.http_requests == len(env.requests_since(mark))
 
     # An admin changes GrpTRESMins in SLURM: reported once, with the flavour's call, then stable.
@@ -88,17 +99,58 @@ def test_running_job_counts_up_to_now(push_env: PushEnv) -> None:
     env = push_env.setup()
     (acc,) = env.add_accounts(["run"], users={"run": ["wsa_dave"]})
     (res,) = env.add_resources([acc])
-    job = submit_job("wsa_dave", acc, cpus=2, mem_mb=100, seconds=60)
+    job = submit_job("wsa_dave", acc, cpus=2, mem_mb=100, seconds=15)
     wait_jobs_in_sacct([job], states=frozenset({"RUNNING"}))
-    start = datetime.now(UTC)
-    while (datetime.now(UTC) - start).total_seconds() < 3:
-        pass  # let the job accumulate a few seconds
+    time.sleep(3)  # let the running job accumulate a few seconds
     now = datetime.now(UTC).replace(microsecond=0)
     report = env.reporter(now=lambda: now).run_cycle()
     assert report.failed == 0, report.notes
     window = billing_window(now, env.settings().billing_timezone)
-    (raw,) = raw_sacct([acc], window.start, now)
-    assert raw.state == "RUNNING" and raw.elapsed >= 3
+    (upto_now,) = raw_sacct([acc], window.start, now)
+    assert upto_now.elapsed >= 3
     period = window.period.isoformat()
-    assert env.usages(period)[(res, "cpu")] == (D(2) * raw.elapsed / 60).quantize(D("0.01"), rounding="ROUND_HALF_UP")
+    assert env.usages(period)[(res, "cpu")] == cents(D(2 * upto_now.elapsed) / 60)
     assert env.user_usages(period)[(res, "cpu", "wsa_dave")] == env.usages(period)[(res, "cpu")]
+    # the job was still running at `now`: it ran longer in the end, and the next cycle reports the rest
+    wait_jobs_in_sacct([job])
+    later = datetime.now(UTC)
+    (whole,) = raw_sacct([acc], window.start, later)
+    assert whole.elapsed > upto_now.elapsed
+    env.reporter(now=lambda: later).run_cycle()
+    assert env.usages(period)[(res, "cpu")] == cents(D(2 * whole.elapsed) / 60)
+
+
+def test_exclusive_job_allocated_vs_requested_tres_b10(push_env_8: PushEnv) -> None:
+    env = push_env_8.setup()
+    (acc,) = env.add_accounts(["ex"], users={"ex": ["wsa_dave"]})
+    (res,) = env.add_resources([acc])
+    # --exclusive: SLURM allocates the whole node (16 CPUs, both GPUs) to a job that asked for 1 CPU
+    r = subprocess.run(
+        ["runuser", "-u", "wsa_dave", "--", "sbatch", "--parsable", f"--account={acc}", "--exclusive", "-c", "1",
+         "--mem=100", "--time=1", "--chdir=/tmp", "--output=/dev/null", "--wrap", "sleep 2"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    wait_jobs_in_sacct([r.stdout.strip().split(";")[0]])
+    now = datetime.now(UTC)
+    window = billing_window(now, env.settings().billing_timezone)
+    (raw,) = raw_sacct([acc], window.start, window.end)
+    assert raw.alloc["cpu"] == 16 and raw.elapsed > 0
+    period = window.period.isoformat()
+
+    req = env.reporter(env.settings(SLURM_USAGE_TRES_SOURCE="req"), now=lambda: now).run_cycle()
+    assert req.failed == 0, req.notes
+    assert env.usages(period)[(res, "cpu")] == cents(D(1 * raw.elapsed) / 60)
+    assert (res, "gres/gpu") not in env.usages(period)  # requested no GPU
+
+    alloc = env.reporter(now=lambda: now).run_cycle()  # the default source: AllocTRES
+    assert alloc.failed == 0, alloc.notes
+    assert env.usages(period)[(res, "cpu")] == cents(D(16) * raw.elapsed / 60)
+    assert env.usages(period)[(res, "gres/gpu")] == cents(raw.alloc["gres/gpu"] * raw.elapsed / 60)
+
+    # back to ReqTRES: the lower values are anomalies, logged and never written over Waldur's
+    mark = env.mark()
+    again = env.reporter(env.settings(SLURM_USAGE_TRES_SOURCE="req"), now=lambda: now).run_cycle()
+    assert writes(env.requests_since(mark)) == []
+    assert any("anomaly" in n and "lower than" in n for n in again.notes)
+    assert env.usages(period)[(res, "cpu")] == cents(D(16) * raw.elapsed / 60)

@@ -1,0 +1,71 @@
+"""Waldur-side failures: one resource's error does not stop the others; an unreachable Waldur writes nothing."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from tests.push.conftest import PushEnv, writes
+from tests.support.slurm import submit_job, wait_jobs_in_sacct
+from waldur_slurm.usage import billing_window
+
+pytestmark = pytest.mark.slurm
+SET_USAGE = "/api/marketplace-component-usages/set_usage/"
+
+
+def _three_busy_resources(env: PushEnv) -> tuple[list[str], list[str]]:
+    users = {"a": ["wsa_alice"], "b": ["wsa_bob"], "c": ["wsa_carol"]}
+    accounts = env.add_accounts(list(users), users=users)
+    resources = env.add_resources(accounts)
+    jobs = [submit_job(members[0], env.account(s), cpus=2, mem_mb=100, seconds=1) for s, members in users.items()]
+    wait_jobs_in_sacct(jobs)
+    return accounts, resources
+
+
+def test_one_resource_failing_does_not_stop_the_others(push_env_8: PushEnv) -> None:
+    env = push_env_8.setup()
+    _, resources = _three_busy_resources(env)
+    now = datetime.now(timezone.utc)
+    period = billing_window(now, env.settings().billing_timezone).period.isoformat()
+    reporter = env.reporter(now=lambda: now)
+    # The first set_usage of the cycle is refused (a permanent 400 for that resource, whichever it is).
+    env.standin.inject_fault(SET_USAGE, status=400, count=1, method="POST")
+    first = reporter.run_cycle()
+    assert (first.failed, first.deferred, first.done) == (1, 0, 2), (first, env.requests_since(0)[-12:])
+    reported = {r for (r, t) in env.usages(period) if t == "cpu"}
+    assert len(reported) == 2
+    assert any("set_usage" in n or "usage" in n for n in first.notes)
+    # the next cycle reports the one that failed, and only it
+    mark = env.mark()
+    second = reporter.run_cycle()
+    assert (second.failed, second.done) == (0, 3), second.notes
+    assert {r for (r, t) in env.usages(period) if t == "cpu"} == set(resources)
+    assert sum(1 for w in writes(env.requests_since(mark)) if w.endswith("set_usage/")) == 1
+
+
+def test_transient_write_errors_defer_and_waldur_down_writes_nothing(push_env_8: PushEnv) -> None:
+    env = push_env_8.setup()
+    _, resources = _three_busy_resources(env)
+    now = datetime.now(timezone.utc)
+    period = billing_window(now, env.settings().billing_timezone).period.isoformat()
+    reporter = env.reporter(now=lambda: now)
+
+    # Waldur's resource list answers 503 (every retry): no write, no crash, everything deferred.
+    env.standin.inject_fault("/api/marketplace-provider-resources/", status=503, count=None, method="GET")
+    mark = env.mark()
+    down = reporter.run_cycle()
+    env.standin.clear_faults()
+    assert writes(env.requests_since(mark)) == []
+    assert down.failed == 0 and any("Waldur read failed" in n for n in down.notes)
+
+    # A dropped connection after set_usage was applied: the facade does not know; the resource is deferred
+    env.standin.inject_fault(SET_USAGE, kind="drop", when="after", count=None, method="POST")
+    flaky = reporter.run_cycle()
+    env.standin.clear_faults()
+    assert flaky.failed == 0 and flaky.deferred == 3, flaky.notes
+
+    up = reporter.run_cycle()
+    assert (up.failed, up.deferred, up.done) == (0, 0, 3), up.notes
+    assert {r for (r, t) in env.usages(period) if t == "cpu"} == set(resources)
+    assert {r for (r, t, u) in env.user_usages(period) if t == "cpu"} == set(resources)
