@@ -121,26 +121,35 @@ def subtree(client: SlurmClient, root: str) -> list[str]:
     found: list[str] = []
     todo = [root] if root in state.accounts else []
     while todo:
-        name = todo.pop()
+        name = todo.pop(0)
         found.append(name)
-        todo.extend(children.get(name, []))
-    return found
+        todo.extend(sorted(children.get(name, [])))
+    return found  # breadth-first: parents before children
 
 
 def remove_tree(root: str, *, attempts: int = 20) -> None:
-    """Cancel the jobs of `root`'s subtree and remove all of its accounts."""
+    """Cancel the jobs of `root`'s subtree and remove all of its accounts.
+
+    The root goes first, alone: SLURM then drops every association below it in one
+    commit, and a single-name removal is never refused for holding a user's default
+    account (a multi-name one is, and would fall back to one commit per name). The child
+    account records left behind are removed by a second command in the same process.
+    """
     client = SlurmClient(NativeExecutor(), timeout=CLIENT_TIMEOUT)
     for _ in range(attempts):
         names = subtree(client, root)
         if not names:
             return
-        results = client.apply([CancelJobs(tuple(names)), RemoveAccounts(tuple(names))])
-        removal = results[-1]
-        if removal.ok:
+        ops: list = [CancelJobs(tuple(names)), RemoveAccounts((root,))]
+        if len(names) > 1:
+            ops.append(RemoveAccounts(tuple(reversed(names[1:]))))
+        results = client.apply(ops)
+        failed = [r for r in results[1:] if not r.ok]
+        if not failed:
             if not subtree(client, root):
                 return
-        elif not isinstance(removal.error, ActiveJobsError):
-            raise AssertionError(f"cleanup of {root} failed: {removal.error}")
+        elif not all(isinstance(r.error, ActiveJobsError) for r in failed):
+            raise AssertionError(f"cleanup of {root} failed: {[str(r.error) for r in failed]}")
         time.sleep(0.5)  # cancelled jobs still completing
     raise AssertionError(f"cleanup of {root}: jobs stayed active after {attempts} attempts")
 
