@@ -413,8 +413,6 @@ class _Work:
         self.homedirs: dict[str, set[str]] = defaultdict(set)
         self.cancel: dict[str, set[str]] = defaultdict(set)
         self.leaves: dict[tuple[str, str], set[str]] = defaultdict(set)  # (user, account) -> owners
-        self.moves: dict[str, str] = {}  # user -> new default before a removal
-        self.move_owners: dict[str, set[str]] = defaultdict(set)
         self.removals: dict[str, tuple[int, set[str]]] = {}  # account -> (depth, owners)
         self.reserved: set[str] = set()
         self.claimed: dict[str, str] = {}  # backend_id -> resource UUID
@@ -484,27 +482,26 @@ class _Work:
 
     def leave(self, user: str, account: str, owner: str) -> None:
         self.leaves[(user, account)].add(owner)
-        self._move_default(user, account, owner)
-
-    def _move_default(self, user: str, account: str, owner: str) -> None:
-        current = self.new_defaults.get(user) or self.defaults.get(user)
-        if current != account:
-            return
-        others = sorted(self.accounts_of(user) - {account})
-        preferred = [a for a in others if self.is_allocation(a)] or [
-            a for a in others if a not in ("root", self.config.default_account)
-        ]
-        if preferred:
-            self.moves[user] = preferred[0]
-            self.move_owners[user].add(owner)
 
     def remove_account(self, account: str, depth: int, owner: str) -> None:
         if account in self.removals:
             self.removals[account][1].add(owner)
             return
         self.removals[account] = (depth, {owner})
-        for user in sorted(self.users_of(account)):
-            self._move_default(user, account, owner)
+
+    def _new_default(self, user: str, remaining: set[str]) -> str | None:
+        """Where a user's default goes when its account goes: one of their allocation accounts; else another
+        account; SLURM_DEFAULT_ACCOUNT only as the last resort (sacctmgr refuses to remove a default
+        association while the user keeps others); never root."""
+        ranked = (
+            [a for a in remaining if self.is_allocation(a)],
+            [a for a in remaining if a not in ("root", self.config.default_account)],
+            [a for a in remaining if a != "root"],
+        )
+        for candidates in ranked:
+            if candidates:
+                return sorted(candidates)[0]
+        return None
 
     # -- grouping
 
@@ -556,23 +553,42 @@ class _Work:
             owners = frozenset().union(*(self.default_owners[u] for u in users))
             out.append(PlannedOp(SetDefaultAccount(users=tuple(users), account=account), owners))
         # Removals: move defaults away, drop associations, then accounts, children first.
+        # Defaults are moved once every intent is known (a move target may itself be going). sacctmgr
+        # refuses a command that removes a user's default association while that user keeps others, and
+        # (22.05) even one that mixes such users with users losing their last association: so users who
+        # keep accounts leave first, after their default moved, and users who lose their last one leave
+        # in a command of their own.
+        lost: dict[str, set[str]] = defaultdict(set)
+        for (user, account) in self.leaves:
+            lost[user].add(account)
         moves: dict[str, list[str]] = defaultdict(list)
-        for user, account in self.moves.items():
-            moves[account].append(user)
+        keeps: set[str] = set()
+        for user, accounts in lost.items():
+            remaining = self.accounts_of(user)
+            if not remaining:
+                continue
+            keeps.add(user)
+            current = self.new_defaults.get(user) or self.defaults.get(user) or ""
+            if current in accounts or self.removed(current) or current == "":
+                target = self._new_default(user, remaining)
+                if target is not None:
+                    moves[target].append(user)
         for account, users in sorted(moves.items()):
             users.sort()
-            owners = frozenset().union(*(self.move_owners[u] for u in users))
+            owners = frozenset().union(*(self.leaves[(u, a)] for u in users for a in lost[u]))
             out.append(PlannedOp(SetDefaultAccount(users=tuple(users), account=account), owners))
-        leaving: dict[str, set[str]] = defaultdict(set)  # account -> users
-        for (user, account) in self.leaves:
-            leaving[account].add(user)
-        by_users: dict[tuple[str, ...], list[str]] = defaultdict(list)
-        for account, users in leaving.items():
-            by_users[tuple(sorted(users))].append(account)
-        for users, accounts in sorted(by_users.items()):
-            accounts.sort()
-            owners = frozenset().union(*(self.leaves[(u, a)] for u in users for a in accounts))
-            out.append(PlannedOp(RemoveUsers(users=users, accounts=tuple(accounts)), owners))
+        for keeping in (True, False):
+            leaving: dict[str, set[str]] = defaultdict(set)  # account -> users
+            for (user, account) in self.leaves:
+                if (user in keeps) == keeping:
+                    leaving[account].add(user)
+            by_users: dict[tuple[str, ...], list[str]] = defaultdict(list)
+            for account, users in leaving.items():
+                by_users[tuple(sorted(users))].append(account)
+            for users, accounts in sorted(by_users.items()):
+                accounts.sort()
+                owners = frozenset().union(*(self.leaves[(u, a)] for u in users for a in accounts))
+                out.append(PlannedOp(RemoveUsers(users=users, accounts=tuple(accounts)), owners))
         by_depth: dict[int, list[str]] = defaultdict(list)
         for account, (depth, _owners) in self.removals.items():
             by_depth[depth].append(account)
@@ -863,8 +879,7 @@ def plan_orders(
 
 
 _COPIED = ("new_accounts", "set_limits", "joins", "new_defaults", "homedirs", "cancel", "leaves",
-           "moves", "removals", "reserved", "new_owners", "limit_owners", "join_owners", "default_owners",
-           "move_owners")
+           "removals", "reserved", "new_owners", "limit_owners", "join_owners", "default_owners")
 
 
 def _snapshot(work: _Work) -> dict[str, Any]:

@@ -111,9 +111,10 @@ class PullEnv:
         """A Waldur user in the project's team with an offering user; returns (user uuid, cluster login)."""
         login = username or f"{prefix}{secrets.token_hex(4)}"
         u = self.standin.add_user("w-" + login)
+        # the offering user first: joining a project with live resources auto-creates one without a login
+        self.standin.add_offering_user(self.offering, u["uuid"], login)
         if team:
             self.standin.add_team_member(project or self.project, u["uuid"], "member")
-        self.standin.add_offering_user(self.offering, u["uuid"], login)
         return u["uuid"], login
 
     def order(self, type: str = "Create", *, name: str | None = None, limits: dict[str, Any] | None = None,

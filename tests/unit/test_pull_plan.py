@@ -505,7 +505,9 @@ def test_terminate_cancels_jobs_removes_users_then_account_project_customer() ->
     assert [p.op for p in plan.ops] == [
         CancelJobs(accounts=(acc,)),
         SetDefaultAccount(users=("alice",), account="hpc_elsewhere"),
-        RemoveUsers(users=("admin1", "alice"), accounts=(acc,)),
+        # sacctmgr refuses one command mixing users who keep accounts with users losing their last one
+        RemoveUsers(users=("alice",), accounts=(acc,)),
+        RemoveUsers(users=("admin1",), accounts=(acc,)),
         RemoveAccounts(names=(acc,)),
         RemoveAccounts(names=(PROJ_ACC,)),
         RemoveAccounts(names=(CUST_ACC,)),
@@ -629,3 +631,32 @@ def test_mixed_plan_keeps_sacctmgr_ops_contiguous() -> None:
     assert kinds[0] is CancelJobs and kinds[-1] is CreateHomedirs
     assert kinds[1] is AddAccountTree or issubclass(kinds[1], AddAccountsDescribed)
     assert not {CancelJobs, CreateHomedirs, AddAccountTree, AddAccountsDescribed} & set(kinds[2:-1])
+
+
+def test_default_never_moves_to_an_account_that_goes_in_the_same_cycle() -> None:
+    t1, t2 = order("Terminate"), order("Terminate")
+    a1, a2 = f"hpc_{t1.resource_uuid[:5]}_x", f"hpc_{t2.resource_uuid[:5]}_y"
+    keep = "hpc_keep"
+    st = tree(Acc(a1, PROJ_ACC, naming.resource_marker(t1.resource_uuid), users=frozenset({"alice", "bob"})),
+              Acc(a2, PROJ_ACC, naming.resource_marker(t2.resource_uuid), users=frozenset({"alice", "bob"})),
+              Acc(keep, ROOT, naming.resource_marker(hexid()), users=frozenset({"bob"})),
+              defaults={"alice": a1, "bob": a1})
+    plan = plan_orders([t1, t2], st, CONFIG)
+    assert ops_of_type(plan, SetDefaultAccount) == [SetDefaultAccount(users=("bob",), account=keep)]
+    removals = ops_of_type(plan, RemoveUsers)
+    assert removals == [RemoveUsers(users=("bob",), accounts=tuple(sorted((a1, a2)))),
+                        RemoveUsers(users=("alice",), accounts=tuple(sorted((a1, a2))))]
+
+
+def test_default_account_is_only_the_last_resort_and_root_never() -> None:
+    o = order("Terminate")
+    acc = f"hpc_{o.resource_uuid[:5]}_x"
+    st = tree(Acc(acc, PROJ_ACC, naming.resource_marker(o.resource_uuid), users=frozenset({"carol", "dave"})),
+              Acc("hpc_manual", ROOT, "by hand", users=frozenset({"dave"})),
+              defaults={"carol": acc, "dave": acc})
+    st.accounts[ROOT] = Acc(ROOT, "root", users=frozenset({"carol", "dave"}))
+    plan = plan_orders([o], st, CONFIG)
+    assert ops_of_type(plan, SetDefaultAccount) == [
+        SetDefaultAccount(users=("dave",), account="hpc_manual"),  # an account that is not the default one
+        SetDefaultAccount(users=("carol",), account=ROOT),  # carol has nothing else: the last resort
+    ]
