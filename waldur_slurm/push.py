@@ -17,6 +17,26 @@ A cycle reads, plans (pure), then applies:
 5. **Apply** with ``settings.push_concurrency`` threads; one resource's failure never stops the others.
 
 If a SLURM read fails, nothing is written and nothing is marked erred (B6); the next cycle reports.
+
+Decisions:
+
+- Previous month. During the first ``PREVIOUS_MONTH_GRACE`` (3 days) of a month the cycle re-reads the
+  whole previous month (a third SLURM process) and reports its final totals for the components the server
+  accepts a past ``date`` for: Waldur 8.x refuses it for usage-based components from a provider token
+  ("Service providers can only specify date for limit-based or prepaid billing components when
+  backfilling past billing periods"), so only limit-based and prepaid components are re-reported (all of
+  them with a staff token). For usage-based components the month's last report is the one made before
+  midnight; a loop that runs one cycle shortly before the month ends (``usage.seconds_until_month_end``)
+  keeps that gap small.
+- Every report carries ``date`` = the window's end (never ``plan_periods[0]``, B12): a report computed at
+  23:59:59 lands in its own month even when it reaches the server after midnight. The billing timezone
+  should be the server's, since Waldur picks the month of ``date`` in its own timezone.
+- A value Waldur does not hold counts as zero: idle accounts cause no writes. A computed value lower than
+  Waldur's is an anomaly: logged, noted in the cycle report, never written.
+- A resource is marked erred only when its account is missing from two successful dumps in a row (see
+  ``plan_push``), never while an order for it is in progress, and never after a failed read.
+- Limits and associations are not reported while an order for the resource is in progress: the pull
+  daemon is changing them, and SLURM's half-applied state must not overwrite the order's values.
 """
 
 from __future__ import annotations

@@ -120,10 +120,8 @@ gres/gpu: {label: GPU, measured_unit: GPU-Hours, accounting_type: usage, unit_fa
 """
     (acc,) = env.add_accounts(["uf"], users={"uf": ["wsa_carol"]})
     (res,) = env.add_resources([acc])
-    jobs = [
-        submit_job("wsa_carol", acc, cpus=4, mem_mb=8000, gpus=2, seconds=12),
-        submit_job("wsa_carol", acc, cpus=2, mem_mb=6000, gpus=2, seconds=9),
-    ]
+    # 15000 MB x 9 s = 0.04 GB-Hours; 2 GPUs x 9 s = 0.005 GPU-Hours, which rounds (half up) to 0.01
+    jobs = [submit_job("wsa_carol", acc, cpus=4, mem_mb=15000, gpus=2, seconds=9)]
     wait_jobs_in_sacct(jobs)
     now = datetime.now(UTC)
     report = env.reporter(env.settings(yaml_text), now=lambda: now).run_cycle()

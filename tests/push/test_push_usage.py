@@ -99,7 +99,7 @@ def test_running_job_counts_up_to_now(push_env: PushEnv) -> None:
     env = push_env.setup()
     (acc,) = env.add_accounts(["run"], users={"run": ["wsa_dave"]})
     (res,) = env.add_resources([acc])
-    job = submit_job("wsa_dave", acc, cpus=2, mem_mb=100, seconds=15)
+    job = submit_job("wsa_dave", acc, cpus=2, mem_mb=100, seconds=9)
     wait_jobs_in_sacct([job], states=frozenset({"RUNNING"}))
     time.sleep(3)  # let the running job accumulate a few seconds
     now = datetime.now(UTC).replace(microsecond=0)
