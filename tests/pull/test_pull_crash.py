@@ -54,6 +54,13 @@ class Runner:
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()
 
+    def wait(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, less if the cycle ends first."""
+        try:
+            self.proc.wait(seconds)
+        except subprocess.TimeoutExpired:
+            pass
+
     def kill(self) -> int | None:
         """SIGKILL the daemon and every process it started, at once.
 
@@ -173,12 +180,12 @@ def run_trials(env: PullEnv, rng: random.Random, trials: int) -> int:
         trial = f"profile {env.profile} trial {t}"
         # Small batches keep a trial to a few seconds (each SLURM commit costs ~0.3-0.5 s); over the trials
         # every kind of order is cut at many points.
-        batch = [env.order(name=f"t{t} {i}", project=rng.choice(projects)) for i in range(rng.choice((1, 2)))]
+        batch = [env.order(name=f"t{t}", project=rng.choice(projects))]
         created = {o["resource_uuid"]: o for o in batch}
         olds = rng.sample(sorted(live), k=min(2, len(live)))
         if olds and rng.random() < 0.5:
             batch.append(env.order("Update", resource=olds[0], limits={"cpu": rng.randint(1, 50), "gres/gpu": 1}))
-        terminate = len(olds) > 1 and rng.random() < 0.6
+        terminate = len(olds) > 1 and rng.random() < 0.5
         if terminate:
             batch.append(env.order("Terminate", resource=olds[1]))
         orders.extend(batch)
@@ -186,7 +193,7 @@ def run_trials(env: PullEnv, rng: random.Random, trials: int) -> int:
             runner = pool.pop(0)
             pool.append(Runner(proc_env))
             runner.go()
-            time.sleep(rng.uniform(0.0, MAX_KILL_DELAY))
+            runner.wait(rng.uniform(0.0, MAX_KILL_DELAY))
             if runner.kill() is None:
                 kills += 1
         # The restart: a fresh agent, no memory of the killed one. The cluster is shared: when another
