@@ -171,21 +171,21 @@ def test_load_never_moves_an_existing_account(client: SlurmClient, slurm_root: s
     assert client.read_state().accounts[x].description == "same parent"
 
 
-def test_described_load_is_all_or_nothing(client: SlurmClient, slurm_root: str) -> None:
+def test_described_load_is_all_or_nothing(slurm_client: SlurmClient, slurm_root: str) -> None:
     missing = unique_name("nosuch")
     op = AddAccountsDescribed(((f"{slurm_root}_z", "z"),), parent=missing)
-    (result,) = client.apply([op])
+    (result,) = slurm_client.apply([op])
     assert not result.ok and isinstance(result.error, SlurmCommandError)
-    assert f"{slurm_root}_z" not in client.read_state().accounts
+    assert f"{slurm_root}_z" not in slurm_client.read_state().accounts
 
 
-def test_injection_attempt_stays_inside_the_description(client: SlurmClient, slurm_root: str) -> None:
+def test_injection_attempt_stays_inside_the_description(slurm_client: SlurmClient, slurm_root: str) -> None:
     a = f"{slurm_root}_inj"
     evil = f'x" where name={slurm_root} set GrpTRESMins=cpu=0 description="pwned'
-    client.apply([AddAccounts((a,), slurm_root, description=evil, organization=evil)])
-    (r,) = client.apply([SetLimits((a,), {"cpu": 5})])
+    slurm_client.apply([AddAccounts((a,), slurm_root, description=evil, organization=evil)])
+    (r,) = slurm_client.apply([SetLimits((a,), {"cpu": 5})])
     assert r.ok
-    state = client.read_state()
+    state = slurm_client.read_state()
     assert state.accounts[slurm_root].limits == {}  # the parent was not touched
     assert state.accounts[slurm_root].description == f"pytest {slurm_root}"
     assert state.accounts[a].description.startswith("x where name")
@@ -246,8 +246,8 @@ def test_real_jobs_read_back_by_one_sacct(
     assert client.read_usage([a, b], start - timedelta(days=2), start - timedelta(days=1)) == []
 
 
-def test_jobs_of_a_removed_user_association_are_refused(client: SlurmClient, slurm_root: str) -> None:
+def test_jobs_of_a_removed_user_association_are_refused(slurm_client: SlurmClient, slurm_root: str) -> None:
     a = f"{slurm_root}_nu"
-    client.apply([AddAccounts((a,), slurm_root)])
+    slurm_client.apply([AddAccounts((a,), slurm_root)])
     with pytest.raises(AssertionError, match="Invalid account"):
         submit_job("wsa_carol", a)
