@@ -30,13 +30,15 @@ def test_state_and_usage_of_n_accounts_take_one_sacctmgr_and_one_sacct(
     results = client.apply(
         [
             AddAccounts(names, slurm_root, description="scale", organization="scale", limits={"cpu": 1000}),
-            AddUsers(("wsa_alice", "wsa_bob"), names, default_account=names[0]),
+            # one user: each association insert renumbers slurmdbd's whole nested set, which
+            # on the shared (large) test DB costs ~0.1 s per association
+            AddUsers(("wsa_alice",), names, default_account=names[0]),
         ]
     )
     assert all(r.ok for r in results), [r.output for r in results]
-    assert client.executor.process_count - before == 1  # N accounts and 2N associations: one process
+    assert client.executor.process_count - before == 1  # N accounts and N user associations: one process
 
-    jobs = [run_job("wsa_alice", names[0]), run_job("wsa_bob", names[-1])]
+    jobs = [run_job("wsa_alice", names[0]), run_job("wsa_alice", names[-1])]
     wait_jobs_in_sacct(jobs)
     end = datetime.now().astimezone() + timedelta(minutes=1)
 
@@ -50,7 +52,7 @@ def test_state_and_usage_of_n_accounts_take_one_sacctmgr_and_one_sacct(
 
     mine = {n: a for n, a in state.accounts.items() if n in names}
     assert len(mine) == N
-    assert all(a.users == frozenset({"wsa_alice", "wsa_bob"}) for a in mine.values())
+    assert all(a.users == frozenset({"wsa_alice"}) for a in mine.values())
     assert all(a.limits == {"cpu": 1000} and a.parent == slurm_root for a in mine.values())
     assert {(r.job_id, r.account) for r in records} == {(jobs[0], names[0]), (jobs[1], names[-1])}
 

@@ -221,40 +221,48 @@ def run_job(slurm_cluster: str) -> RunJob:
     return submit_job
 
 
-def job_states(job_ids: Iterable[str]) -> dict[str, str]:
-    """job id -> sacct State. A terminal job counts only once its record is complete:
-    right after COMPLETED shows, Eligible can still be `Unknown` for about a second, and
-    windowed queries (--starttime/--endtime, as read_usage does) miss the job until then."""
-    ids = list(job_ids)
+def _job_rows(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
     r = _sh(
-        ["sacct", "--noheader", "--parsable2", "--allusers", "--allocations", f"--jobs={','.join(ids)}",
+        ["sacct", "--noheader", "--parsable2", "--allusers", "--allocations", f"--jobs={','.join(job_ids)}",
          "--format=JobID,State,Eligible,End"]
     )  # fmt: skip
     if r.returncode != 0:
         raise AssertionError(f"sacct failed: {r.stderr.strip()}")
-    states = {}
+    rows = {}
     for line in r.stdout.splitlines():
-        if line.count("|") != 3:
-            continue
-        job, state, eligible, end = line.split("|")
-        state = state.split(" ")[0]
-        if state in TERMINAL_STATES and "Unknown" in (eligible, end):
-            state = "RECORDING"
-        states[job] = state
-    return states
+        if line.count("|") == 3:
+            job, state, eligible, end = line.split("|")
+            rows[job] = (state.split(" ")[0], eligible, end)
+    return rows
+
+
+def job_states(job_ids: Iterable[str]) -> dict[str, str]:
+    """job id -> sacct State (first word: `CANCELLED by 0` -> `CANCELLED`)."""
+    return {job: row[0] for job, row in _job_rows(list(job_ids)).items()}
 
 
 def wait_jobs_in_sacct(
     job_ids: Iterable[str], *, timeout: float = 90, states: frozenset[str] = TERMINAL_STATES
 ) -> dict[str, str]:
-    """Poll sacct until every job is in one of `states` (terminal and fully recorded by default)."""
+    """Poll sacct until every job is in one of `states` (terminal by default); returns the states.
+
+    A terminal job counts only once its record is complete: right after COMPLETED shows,
+    Eligible can still be `Unknown` for about a second, and windowed queries
+    (--starttime/--endtime, as `read_usage` runs) miss the job until then.
+    """
     ids = list(job_ids)
     deadline = time.monotonic() + timeout
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, str, str]] = {}
     while time.monotonic() < deadline:
-        seen = job_states(ids)
-        if all(seen.get(j) in states for j in ids):
-            return seen
+        seen = _job_rows(ids)
+
+        def ready(job: str) -> bool:
+            if job not in seen or seen[job][0] not in states:
+                return False
+            return seen[job][0] not in TERMINAL_STATES or "Unknown" not in seen[job][1:]
+
+        if all(ready(j) for j in ids):
+            return {j: seen[j][0] for j in ids}
         time.sleep(0.3)
     raise AssertionError(f"jobs not in {sorted(states)} after {timeout}s: {seen}")
 
