@@ -33,4 +33,8 @@ def make_slurm_client(settings: Settings, *, timeout: float | None = None) -> Sl
     from waldur_slurm.slurm.executor import DockerExecutor, NativeExecutor
 
     executor = NativeExecutor() if settings.deployment_type == "native" else DockerExecutor(settings.container_name)
-    return SlurmClient(executor, timeout=settings.slurm_command_timeout if timeout is None else timeout)
+    return SlurmClient(
+        executor,
+        timeout=settings.slurm_command_timeout if timeout is None else timeout,
+        cluster=settings.cluster_name,
+    )

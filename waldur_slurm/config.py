@@ -51,6 +51,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("SLURM_ALLOCATION_PREFIX", "hpc_", "prefix of allocation accounts"),
     Variable("SLURM_ALLOCATION_NAME_MAX_LEN", "34", "maximum length of an allocation account name"),
     Variable("SLURM_DEFAULT_ACCOUNT", "waldur", "existing SLURM account under which customer accounts are created"),
+    Variable("SLURM_CLUSTER_NAME", None, "cluster to manage when the accounting database serves several (default: the local cluster)"),
     Variable("SLURM_COMMAND_TIMEOUT", "60", "timeout of one SLURM command, in seconds"),
     Variable("SLURM_USAGE_TRES_SOURCE", "alloc", "usage from allocated (alloc: AllocTRES) or requested (req: ReqTRES) TRES"),
     Variable("SLURM_USAGE_COUNT_REQUEUES", "true", "count every attempt of a requeued job (sacct --duplicates)"),
@@ -96,6 +97,7 @@ class Settings:
     allocation_prefix: str
     allocation_name_max_len: int
     default_account: str
+    cluster_name: str | None
     slurm_command_timeout: float
     usage_tres_source: str
     usage_count_requeues: bool
@@ -280,6 +282,10 @@ def load_settings(environ: Mapping[str, str], *, need_direction: bool = False) -
     if not _ACCOUNT.match(default_account):
         r.fail("SLURM_DEFAULT_ACCOUNT", default_account, "is invalid: expected a SLURM account name ([a-z0-9_-])")
 
+    cluster_name = r.raw("SLURM_CLUSTER_NAME")
+    if cluster_name is not None and not _ACCOUNT.match(cluster_name):
+        r.fail("SLURM_CLUSTER_NAME", cluster_name, "is invalid: expected a SLURM cluster name ([a-z0-9_-])")
+
     tres_path = r.raw("SLURM_TRES_CONFIG_PATH") or ""
     components: dict[str, Component] = {}
     try:
@@ -331,6 +337,7 @@ def load_settings(environ: Mapping[str, str], *, need_direction: bool = False) -
         allocation_prefix=prefixes["SLURM_ALLOCATION_PREFIX"],
         allocation_name_max_len=max_len,
         default_account=default_account,
+        cluster_name=cluster_name,
         slurm_command_timeout=r.number("SLURM_COMMAND_TIMEOUT", float, 1, 3600),
         usage_tres_source=r.choice("SLURM_USAGE_TRES_SOURCE", ("alloc", "req")),
         usage_count_requeues=r.boolean("SLURM_USAGE_COUNT_REQUEUES"),

@@ -137,3 +137,9 @@ def test_every_variable_is_documented_in_the_readme():
     missing = [v.name for v in VARIABLES if f"`{v.name}`" not in readme]
     assert not missing, f"README configuration table lacks {missing}"
     assert len(KNOWN_VARIABLES) == len(VARIABLES)
+
+
+def test_cluster_name_is_optional_and_validated():
+    assert load_settings(env()).cluster_name is None
+    assert load_settings(env(SLURM_CLUSTER_NAME="cluster2")).cluster_name == "cluster2"
+    assert "SLURM_CLUSTER_NAME='a b' is invalid" in error_of(env(SLURM_CLUSTER_NAME="a b"))
