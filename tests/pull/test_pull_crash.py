@@ -1,9 +1,11 @@
 """Crash safety: kill -9 the pull daemon at random points of a cycle, restart, check nothing is lost or doubled.
 
-Each trial places a small batch (Creates in two projects, an Update and a Terminate of earlier resources),
-starts a real daemon process (``tests.pull.runner``), lets it run for a random time from the start of its
-cycle and SIGKILLs it, sometimes twice; then a fresh reconciler (a restart: the agent keeps no local state)
-runs cycles until no order is left. After every trial:
+Each batch of orders (Creates in two projects, an Update and a Terminate of earlier resources) goes to a real
+daemon process (``tests.pull.runner``) that is SIGKILLed a random time after the start of its cycle; up to
+three daemons in a row are cut that way (each starts from what the previous one left), until a daemon
+finishes the batch; then a fresh reconciler (a restart: the agent keeps no local state) runs cycles until no
+order is left. Each daemon killed inside a cycle is one trial; a profile runs until 16 trials. After every
+batch:
 
 - every order is done, and was approved and completed at most once, never erred or rejected
   (the stand-in's request log, successful POSTs only);
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -33,8 +36,8 @@ from waldur_slurm import naming
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-TRIALS_PER_PROFILE = 15  # x 2 profiles = 30 kill trials
-MAX_KILL_DELAY = 1.8  # seconds after the cycle starts; a full cycle of a batch takes about 1-2 s
+KILLS_PER_PROFILE = 16  # daemons killed inside a cycle, x 2 profiles = 32 trials
+MAX_BATCHES = 16
 RULES = naming.NamingRules()
 
 
@@ -106,6 +109,28 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def wait_for_request(env: PullEnv, runner: Runner, since: int, match: Any, timeout: float = 30) -> None:
+    """Until the daemon sends a matching request (or ends)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and runner.proc.poll() is None:
+        if any(match(e) for e in env.standin.requests(since=since)):
+            return
+        time.sleep(0.02)
+
+
+def kill_phase(requests: list[dict[str, Any]]) -> str:
+    """Where a daemon was killed, from the last Waldur request it made."""
+    posts = [e["path"] for e in requests if e["method"] == "POST"]
+    if not requests:
+        return "before any request"
+    if not posts:
+        return "after reads, before any write"
+    last = posts[-1].rstrip("/").rsplit("/", 1)[-1]
+    if last in ("approve_by_provider", "reject_by_provider"):
+        return "after approval (SLURM batch next)"
+    return "after set_backend_id or completion"
+
+
 def successful_posts(requests: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
     """(order uuid, action) -> number of 2xx POSTs."""
     counts: dict[tuple[str, str], int] = {}
@@ -159,7 +184,8 @@ def debug_tree(env: PullEnv) -> str:
     return "\n".join(lines)
 
 
-def run_trials(env: PullEnv, rng: random.Random, trials: int) -> int:
+def run_trials(env: PullEnv, rng: random.Random, wanted_kills: int) -> tuple[int, int]:
+    """Batches until ``wanted_kills`` daemons died inside a cycle; returns (kills, batches)."""
     projects = [env.project, env.standin.add_project(env.customer, "Project Beta")]
     for p in projects:
         for i in range(2):
@@ -175,50 +201,76 @@ def run_trials(env: PullEnv, rng: random.Random, trials: int) -> int:
     kills = 0
     # Runners import for ~2 s before they are ready: keep two warm so a kill is never waited for.
     pool = [Runner(proc_env), Runner(proc_env)]
-    for t in range(trials):
+    t = 0
+    cycle_estimate = 3.0
+    phases: Counter[str] = Counter()
+    while kills < wanted_kills and t < MAX_BATCHES:
         started = time.monotonic()
-        trial = f"profile {env.profile} trial {t}"
-        # Small batches keep a trial to a few seconds (each SLURM commit costs ~0.3-0.5 s); over the trials
-        # every kind of order is cut at many points.
-        batch = [env.order(name=f"t{t}", project=rng.choice(projects))]
+        trial = f"profile {env.profile} batch {t}"
+        # Small batches: each SLURM commit costs ~0.3-0.8 s on the shared cluster. Over the batches every
+        # kind of order is cut at many points, and each batch is cut up to three times in a row (every
+        # restarted daemon picks up what the killed one left half done).
+        batch = [env.order(name=f"t{t} {i}", project=rng.choice(projects)) for i in range(rng.choice((1, 2)))]
         created = {o["resource_uuid"]: o for o in batch}
         olds = rng.sample(sorted(live), k=min(2, len(live)))
-        if olds and rng.random() < 0.5:
+        if olds and rng.random() < 0.6:
             batch.append(env.order("Update", resource=olds[0], limits={"cpu": rng.randint(1, 50), "gres/gpu": 1}))
-        terminate = len(olds) > 1 and rng.random() < 0.5
+        terminate = len(olds) > 1 and rng.random() < 0.6
         if terminate:
             batch.append(env.order("Terminate", resource=olds[1]))
         orders.extend(batch)
-        for attempt in range(rng.choice((1, 1, 2))):
+        cut = 0
+        for _attempt in range(3):
             runner = pool.pop(0)
             pool.append(Runner(proc_env))
+            seen = len(env.standin.requests())
             runner.go()
-            runner.wait(rng.uniform(0.0, MAX_KILL_DELAY))
-            if runner.kill() is None:
-                kills += 1
-        # The restart: a fresh agent, no memory of the killed one. The cluster is shared: when another
+            aim = rng.random()
+            if aim < 0.4:  # anywhere in the cycle
+                runner.wait(rng.uniform(0.0, cycle_estimate))
+            elif aim < 0.7:  # during the SLURM batch (it follows the approvals)
+                wait_for_request(env, runner, seen, lambda e: e["method"] == "POST")
+                runner.wait(rng.uniform(0.0, 1.5))
+            else:  # among the Waldur steps after the SLURM batch
+                wait_for_request(env, runner, seen, lambda e: e["method"] == "POST" and any(
+                    e["path"].endswith(a) for a in ("/set_backend_id/", "/set_state_done/", "/set_state/")))
+                runner.wait(rng.uniform(0.0, 0.3))
+            if runner.kill() is not None:
+                break  # that daemon finished the batch: nothing left to cut
+            cut += 1
+            phases[kill_phase(env.standin.requests()[seen:])] += 1
+        kills += cut
+        # The restart: a fresh agent, no memory of the killed ones. The cluster is shared: when another
         # session's test has slurmdbd down, orders are (rightly) deferred; wait here, outside the agent.
         recovering = time.monotonic()
         deadline = time.monotonic() + 90
-        for _ in range(60):
+        for cycle in range(60):
+            cycle_started = time.monotonic()
             report = recover.run_cycle()
-            print("   ", report.summary(), report.notes[:2] if report.deferred else "")
+            if cycle == 0 and report.seen and not report.deferred:
+                # kills spread over a whole cycle: the next ones aim at up to this cycle's length
+                cycle_estimate = max(1.0, 1.2 * (time.monotonic() - cycle_started))
             assert report.failed == 0, f"{trial}: {report.notes}\n{debug_tree(env)}"
             if report.seen == 0 or time.monotonic() > deadline:
                 break
             if report.deferred:
                 time.sleep(1)
-        for res, o in created.items():
+        for res in created:
             live[res] = env.standin.state()["resources"][res]["project_uuid"]
         if terminate:
             live.pop(olds[1])
             gone.add(olds[1])
         checked = time.monotonic()
         check(env, orders, live, gone, trial)
-        print(f"{trial}: {time.monotonic() - started:.1f}s (recovery {checked - recovering:.1f}s, check {time.monotonic() - checked:.1f}s) {report.summary()}")
+        print(f"{trial}: {len(batch)} orders, {cut} kill(s) mid-cycle, {time.monotonic() - started:.1f}s"
+              f" (recovery {checked - recovering:.1f}s)")
+        t += 1
     for runner in pool:
         runner.kill()
-    return kills
+    print(f"profile {env.profile}: kills by the last request the daemon made: {dict(phases)}")
+    # the kills must land all over the cycle, the Waldur steps after the SLURM batch included
+    assert len(phases) >= 3 and phases["after set_backend_id or completion"] > 0, dict(phases)
+    return kills, t
 
 
 @pytest.mark.parametrize("profile", ["8", "2024"])
@@ -228,7 +280,7 @@ def test_kill_9_at_random_points(profile: str, slurm_root: str, tmp_path: Path) 
     print(f"crash test seed {seed} (set WSA_CRASH_SEED to replay)")
     with StandIn(profile=profile) as server:
         env = make_env(server, profile, slurm_root, tmp_path)
-        kills = run_trials(env, rng, TRIALS_PER_PROFILE)
-    print(f"profile {profile}: seed {seed}, {kills} processes killed mid-cycle")
+        kills, batches = run_trials(env, rng, KILLS_PER_PROFILE)
+    print(f"profile {profile}: seed {seed}, {kills} daemons killed mid-cycle over {batches} batches")
     # the random delays must actually cut cycles short, or the test proves nothing
-    assert kills >= TRIALS_PER_PROFILE // 2, f"seed {seed}: only {kills} kills landed inside a cycle"
+    assert kills >= KILLS_PER_PROFILE, f"seed {seed}: only {kills} kills landed inside a cycle"
