@@ -45,11 +45,16 @@ JITTER_MAX = 30.0  # seconds
 
 @dataclass(frozen=True)
 class PeriodicTask:
-    """``fn(dry_run)`` runs one cycle and returns its report."""
+    """``fn(dry_run)`` runs one cycle and returns its report.
+
+    ``extra_wakeup()``, when given, returns the seconds until an extra cycle is due before the regular one
+    (the push daemon's last cycles of a billing month), or None.
+    """
 
     name: str
     period: float
     fn: Callable[[bool], CycleReport]
+    extra_wakeup: Callable[[], float | None] | None = None
 
 
 def default_jitter(period: float) -> float:
@@ -170,7 +175,11 @@ def run_loop(
                 continue
             started = now
             run_one(task)
-            next_due[task.name] = started + max(task.period + jitter(task.period), 0.0)
+            due = started + max(task.period + jitter(task.period), 0.0)
+            extra = task.extra_wakeup() if task.extra_wakeup is not None else None
+            if extra is not None and extra > 0:
+                due = min(due, clock() + extra)
+            next_due[task.name] = due
         log.info("stopped")
         return EXIT_OK
     except fatal as exc:

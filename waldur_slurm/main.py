@@ -114,8 +114,19 @@ def run_daemon(settings: Settings, *, once: bool, dry_run: bool) -> int:
     else:
         from waldur_slurm.push import PushReporter
 
+        from datetime import datetime, timezone
+
+        from waldur_slurm.usage import seconds_until_closing_cycle
+
         reporter = PushReporter(settings, waldur, slurm)
-        tasks = [PeriodicTask("push", settings.push_period, lambda dry: reporter.run_cycle(dry_run=dry))]
+        tasks = [
+            PeriodicTask(
+                "push",
+                settings.push_period,
+                lambda dry: reporter.run_cycle(dry_run=dry),
+                extra_wakeup=lambda: seconds_until_closing_cycle(datetime.now(timezone.utc), settings.billing_timezone),
+            )
+        ]
     try:
         return run_tasks(settings, tasks, once=once, dry_run=dry_run)
     finally:

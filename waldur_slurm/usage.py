@@ -121,6 +121,18 @@ def seconds_until_month_end(now: datetime, tz: ZoneInfo) -> float:
     return (billing_window(now, tz).month_end - now.astimezone(tz)).total_seconds()
 
 
+# Extra push cycles this many seconds before a billing month closes. Waldur 8.x refuses a provider's
+# backdated usage for usage-type components, so what a month's last regular cycle missed would be lost.
+CLOSING_LEADS = (300.0, 30.0)
+
+
+def seconds_until_closing_cycle(now: datetime, tz: ZoneInfo, leads: tuple[float, ...] = CLOSING_LEADS) -> float | None:
+    """Seconds until the next extra end-of-month cycle is due, or None when none is left this month."""
+    left = seconds_until_month_end(now, tz)
+    upcoming = [left - lead for lead in leads if left - lead > 1.0]
+    return min(upcoming) if upcoming else None
+
+
 # --------------------------------------------------------------------------------------------------
 # Aggregation of job records
 

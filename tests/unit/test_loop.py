@@ -280,3 +280,20 @@ def test_second_signal_exits_at_once(tmp_path):
     assert proc.returncode == 128 + signal.SIGINT
     assert "finished" not in out
     assert "SIGINT again: exiting now" in err
+
+
+def test_extra_wakeup_runs_a_cycle_before_the_regular_one():
+    stop = threading.Event()
+    clock = FakeClock(stop, until=2500)
+    calls: list[tuple[str, float]] = []
+    base = make_task("push", 3600, clock, calls, work=5)
+    # An extra cycle is due at t=1000 and t=1270 (like the end of a billing month), then none.
+    deadlines = [1000.0, 1270.0]
+
+    def extra() -> float | None:
+        upcoming = [d - clock.now for d in deadlines if d - clock.now > 1]
+        return min(upcoming) if upcoming else None
+
+    task = PeriodicTask(base.name, base.period, base.fn, extra_wakeup=extra)
+    loop([task], clock, stop)
+    assert [t for _, t in calls] == [0, 1000, 1270]

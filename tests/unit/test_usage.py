@@ -358,3 +358,17 @@ def test_two_cycles_without_slurm_change_converge_for_random_limits() -> None:
 def test_associations_diff_only_the_accounts_users() -> None:
     assert diff_associations({"alice", "bob"}, {"bob", "zed"}) == (["alice"], ["zed"])
     assert diff_associations(set(), set()) == ([], [])
+
+
+def test_closing_cycles_are_due_five_minutes_and_thirty_seconds_before_the_month_ends():
+    from datetime import datetime, timezone
+    from zoneinfo import ZoneInfo
+
+    from waldur_slurm.usage import seconds_until_closing_cycle
+
+    tz = ZoneInfo("Europe/Tallinn")  # UTC+2 in November: the month ends at 2026-11-30T22:00:00Z
+    assert seconds_until_closing_cycle(datetime(2026, 11, 30, 21, 0, tzinfo=timezone.utc), tz) == 3600 - 300
+    assert seconds_until_closing_cycle(datetime(2026, 11, 30, 21, 56, tzinfo=timezone.utc), tz) == 240 - 30
+    assert seconds_until_closing_cycle(datetime(2026, 11, 30, 21, 59, 40, tzinfo=timezone.utc), tz) is None
+    # Far from the end, the extra cycle is weeks away and the regular period wins.
+    assert seconds_until_closing_cycle(datetime(2026, 11, 2, tzinfo=timezone.utc), tz) > 86400
