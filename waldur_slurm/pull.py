@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from waldur_slurm import naming
 from waldur_slurm.cycle import CycleReport
 from waldur_slurm.pull_plan import (
     Associate,
@@ -391,8 +392,6 @@ class PullReconciler:
             self.log.warning("membership: SLURM unreachable (%s); next pass", exc)
             report.deferred = len(resources)
             return
-        from waldur_slurm import naming
-
         owned = {naming.resource_owner(a.description) for a in state.accounts.values()}
         names = {n.lower() for n in state.accounts}
         managed = [r for r in resources if r.uuid in owned or (r.backend_id and r.backend_id.lower() in names)]
@@ -418,16 +417,16 @@ class PullReconciler:
             self._print_plan(plan.describe(), report)
             return
         failed: set[str] = set()
+        deferred: set[str] = set()
         if plan.ops:
             failures = self._run_ops(plan.ops)
             report.writes += len(plan.ops)
             for planned, error in failures or []:
-                for uuid in planned.owners:
-                    if _transient(error):
-                        report.deferred += 1
-                    failed.add(uuid)
+                (deferred if _transient(error) else failed).update(planned.owners)
+        failed -= deferred
+        report.deferred += len(deferred)
         for uuid, actions in plan.actions.items():
-            if uuid in failed:
+            if uuid in failed or uuid in deferred:
                 continue
             try:
                 for action in actions:
@@ -441,8 +440,8 @@ class PullReconciler:
             except WaldurError as exc:
                 self.log.warning("membership: associations of %s not recorded in Waldur (%s)", uuid, exc)
         changed = set(plan.added) | set(plan.removed)
-        report.done = len(changed - failed)
-        report.failed = len([u for u in failed if u in changed])
+        report.done = len(changed - failed - deferred)
+        report.failed = len(failed & changed)
         for uuid, users in plan.added.items():
             self.log.info("membership: resource %s: added %s", uuid, ", ".join(users))
         for uuid, users in plan.removed.items():
