@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -17,7 +18,7 @@ from waldur_slurm.usage import billing_window
 pytestmark = pytest.mark.slurm
 UTC = timezone.utc
 D = Decimal
-MYSQL_SOCKET = "/var/lib/wsa-slurm/mysql-run/mysqld.sock"
+MYSQL_SOCKET = os.path.join(os.environ.get("WSA_SLURM_STATE", "/var/lib/wsa-slurm"), "mysql-run", "mysqld.sock")
 
 
 def _sql(query: str) -> str:
