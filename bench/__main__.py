@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import time
 import traceback
@@ -110,6 +111,8 @@ def main(argv: list[str]) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     log(f"{mode} run -> {out_dir}")
     runner = Runner(plan, out_dir)
+    # `kill` ends the run through its cleanup (the finally blocks), not past it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     wait = args.wait_quiet if args.wait_quiet is not None else (0 if args.quick else 2400)
     if wait > 0:
         from .quiet import wait_quiet

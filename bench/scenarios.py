@@ -27,7 +27,7 @@ from waldur_standin.testing import StandIn
 
 from .common import PYTHON, REPO, child_env, docker_host, log, run_json
 from .quiet import Watch
-from .slurm_side import BenchSlurm, cleanup_bench, ensure_linux_users, sh
+from .slurm_side import TAG_PREFIX, BenchSlurm, cleanup_bench, sh
 from .waldur_side import PullWorld, PushWorld
 
 WORKER_TIMEOUT = 1800
@@ -115,7 +115,7 @@ class Runner:
         self.plan = plan
         self.out_dir = out_dir
         self.results = Results(plan)
-        self.tag = "wsab" + secrets.token_hex(3)
+        self.tag = TAG_PREFIX + secrets.token_hex(3)
         self.slurm = BenchSlurm(self.tag)
         self.docker = docker_host()
         self.quiet_wait: dict[str, Any] | None = None
@@ -167,7 +167,6 @@ class Runner:
                              "run devenv/slurm/up")
         if self._wants_docker() and not self.docker:
             raise SystemExit("bench: no private dockerd (run devenv/docker/up) or pass --no-docker")
-        ensure_linux_users()
         removed = cleanup_bench(self.slurm.client)
         if removed:
             log(f"removed {removed} accounts left by an earlier bench run")

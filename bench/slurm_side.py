@@ -1,8 +1,11 @@
 """The SLURM side of the benchmark: bench-owned accounts, users and real jobs on the local cluster.
 
-Everything the bench creates lives under root-level accounts whose description is ``BENCH_MARK``; the
-Linux users (``wsabench1..4``) and the SLURM users of the pull scenario (``wsab...``) are bench-only too.
-Nothing else on the shared cluster is touched: cleanup removes exactly those subtrees and users.
+Every name a run creates starts with its tag ``wsab<6 hex>``: two root-level accounts whose description is
+``wsa-bench root pid <driver pid>``, the accounts below them, the four Linux job owners (``<tag>j1..4``) and
+the SLURM users of the pull scenario. Cleanup removes exactly that: this run's tag at the end, and at start
+the tags whose driver process is gone (a crashed run). Two runs at once (a developer's full run and the test
+suite's quick run) therefore never remove each other's accounts; they only slow each other down, which the
+samples record.
 
 Setup is batched: all new accounts and users of a step go through ONE ``sacctmgr -i`` process (multi-name
 ``add account`` in chunks, one ``add user`` per user pair). Jobs: an array job carries ONE account, so
@@ -24,14 +27,14 @@ from datetime import datetime
 
 from waldur_slurm.slurm.client import DEFAULT_WRITE_LOCK, SlurmClient
 from waldur_slurm.slurm.executor import NativeExecutor
-from waldur_slurm.slurm.ops import AddAccounts, AddUsers, SetDefaultAccount
+from waldur_slurm.slurm.ops import AddAccounts, AddUsers
 
 from .common import log, retry
 
-BENCH_MARK = "wsa-bench root"
+BENCH_MARK = "wsa-bench root"  # description prefix of a run's root accounts; "pid N" follows
 BENCH_ORG = "wsa-bench"
-LINUX_USERS = ("wsabench1", "wsabench2", "wsabench3", "wsabench4")
-PULL_USER_PREFIX = "wsab"  # SLURM-only users of the pull scenario: wsab<tag>...
+TAG_PREFIX = "wsab"
+JOB_OWNERS = 4
 ACCOUNT_CHUNK = 500  # names per `add account` / `remove account` command
 JOB_SECONDS = 1  # ElapsedRaw >= 1, so every account has non-zero usage to report
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL")
@@ -42,23 +45,34 @@ def sh(argv: Sequence[str], *, stdin: str | None = None, timeout: float = 120) -
                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "COLUMNS": "1000000"})
 
 
-def ensure_linux_users() -> None:
+def job_owners(tag: str) -> tuple[str, ...]:
+    return tuple(f"{tag}j{k}" for k in range(1, JOB_OWNERS + 1))
+
+
+def ensure_linux_users(users: Iterable[str]) -> None:
     """The job owners; sacctmgr does not need Linux users, sbatch does."""
-    for user in LINUX_USERS:
+    for user in users:
         if sh(["id", "-u", user]).returncode != 0:
             r = sh(["useradd", "-M", "-s", "/usr/sbin/nologin", user])
             if r.returncode != 0 and sh(["id", "-u", user]).returncode != 0:
                 raise RuntimeError(f"useradd {user} failed: {r.stderr.strip()}")
 
 
+def remove_linux_users(tag: str) -> None:
+    for line in open("/etc/passwd").read().splitlines():
+        name = line.split(":", 1)[0]
+        if name.startswith(tag) and name[len(tag) :].startswith("j"):
+            sh(["userdel", name])
+
+
 def chunks(items: Sequence[str], size: int) -> list[tuple[str, ...]]:
     return [tuple(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def pair_of(index: int) -> tuple[str, str]:
+def pair_of(users: Sequence[str], index: int) -> tuple[str, str]:
     """The two users of the index-th push account; the first one runs its job."""
-    k = index % len(LINUX_USERS)
-    return LINUX_USERS[k], LINUX_USERS[(k + 1) % len(LINUX_USERS)]
+    k = index % len(users)
+    return users[k], users[(k + 1) % len(users)]
 
 
 @dataclass
@@ -66,11 +80,19 @@ class BenchSlurm:
     """One bench run's SLURM state: the push root (allocations + jobs) and the pull root."""
 
     tag: str
-    client: SlurmClient = field(default_factory=lambda: SlurmClient(NativeExecutor(), timeout=300))
+    # Setup only: thousands of inserts into a busy slurmdbd can take many minutes.
+    client: SlurmClient = field(default_factory=lambda: SlurmClient(NativeExecutor(), timeout=3600))
     push_accounts: list[str] = field(default_factory=list)
     job_ids: list[str] = field(default_factory=list)
     pull_users: set[str] = field(default_factory=set)
     started: datetime = field(default_factory=datetime.now)
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        return job_owners(self.tag)
+
+    def pair(self, index: int) -> tuple[str, str]:
+        return pair_of(self.users, index)
 
     @property
     def push_root(self) -> str:
@@ -97,11 +119,12 @@ class BenchSlurm:
     def create_roots(self) -> None:
         """Both roots; the bench users get the push root as their default account (so removing any
         allocation never touches a default association)."""
+        ensure_linux_users(self.users)
         self._apply(
             [
-                AddAccounts((self.push_root, self.pull_root), "root", description=BENCH_MARK, organization=BENCH_ORG),
-                AddUsers(LINUX_USERS, (self.push_root,), default_account=self.push_root),
-                SetDefaultAccount(LINUX_USERS, self.push_root),
+                AddAccounts((self.push_root, self.pull_root), "root", description=f"{BENCH_MARK} pid {os.getpid()}",
+                            organization=BENCH_ORG),
+                AddUsers(self.users, (self.push_root,), default_account=self.push_root),
             ],
             "create bench roots",
         )
@@ -118,7 +141,7 @@ class BenchSlurm:
         ]
         by_pair: dict[tuple[str, str], list[str]] = {}
         for i, name in enumerate(new, start):
-            by_pair.setdefault(pair_of(i), []).append(name)
+            by_pair.setdefault(self.pair(i), []).append(name)
         for pair, names in sorted(by_pair.items()):
             ops.extend(AddUsers(pair, chunk) for chunk in chunks(names, ACCOUNT_CHUNK))
         t0 = time.monotonic()
@@ -133,7 +156,7 @@ class BenchSlurm:
         """One `sleep 1` job per account, submitted by its first user; one shell loop per user, in parallel."""
         per_user: dict[str, list[str]] = {}
         for i in indices:
-            per_user.setdefault(pair_of(i)[0], []).append(self.push_accounts[i])
+            per_user.setdefault(self.pair(i)[0], []).append(self.push_accounts[i])
         script = (
             'for a in "$@"; do sbatch --parsable --job-name=wsa-bench -A "$a" --mem=10M -c1 --time=1 '
             f'--chdir=/tmp --output=/dev/null --wrap "sleep {JOB_SECONDS}" || exit 1; done'
@@ -158,7 +181,7 @@ class BenchSlurm:
     def wait_jobs(self, timeout: float = 1800) -> float:
         """Until the bench users have nothing queued and sacct shows every submitted job terminal."""
         t0 = time.monotonic()
-        users = ",".join(LINUX_USERS)
+        users = ",".join(self.users)
         while sh(["squeue", "-h", "-u", users, "-o", "%i"]).stdout.strip():
             if time.monotonic() - t0 > timeout:
                 raise RuntimeError(f"bench jobs still queued after {timeout:.0f} s")
@@ -188,11 +211,8 @@ class BenchSlurm:
         remove_accounts(names)
 
     def cleanup(self) -> None:
-        sh(["scancel", "-u", ",".join(LINUX_USERS)])
         self.pull_users.clear()
-        # the job owners first: their default association is in the push root
-        cleanup_bench(self.client, only="wsabench")
-        cleanup_bench(self.client, only=self.tag)
+        cleanup_tag(self.client, self.tag)
 
 
 @contextmanager
@@ -241,22 +261,27 @@ def remove_accounts(names: Sequence[str]) -> None:
         retry("remove accounts", lambda c=chunk: _sacctmgr(f"remove account where name={','.join(c)}"))
 
 
-def cleanup_bench(client: SlurmClient | None = None, only: str | None = None) -> int:
-    """Remove every bench subtree (root-level accounts marked ``BENCH_MARK``) and every bench user; with
-    ``only``, just the roots and users whose names start with that tag.
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
-    Users go first (one command removes all of a user's associations, default ones included); the accounts
-    then carry no default association and leave in a few multi-name commands. Returns the accounts removed.
-    """
-    client = client or SlurmClient(NativeExecutor(), timeout=300)
+
+def cleanup_tag(client: SlurmClient, tag: str) -> int:
+    """Remove everything of one run: its jobs, its SLURM users (all their associations, defaults included,
+    in one command per chunk), its accounts (subtrees of its roots, plus records left without an
+    association by a removal cut short), and its Linux job owners. Returns the accounts removed."""
+    owners = job_owners(tag)
+    sh(["scancel", "-u", ",".join(owners)])
     state = retry("read state", client.read_state)
-    roots = [a.name for a in state.accounts.values() if a.parent == "root" and a.description == BENCH_MARK
-             and a.name.startswith(only or "")]
-    users = sorted(u for u in state.default_account if u.startswith(only or PULL_USER_PREFIX))
-    if only is None or only.startswith("wsabench"):
-        sh(["scancel", "-u", ",".join(LINUX_USERS)])
+    users = sorted(u for u in state.default_account if u.startswith(tag))
     for chunk in chunks(users, ACCOUNT_CHUNK):
         retry("remove bench users", lambda c=chunk: _sacctmgr(f"remove user where name={','.join(c)}"))
+    roots = [name for name, acc in state.accounts.items() if acc.parent == "root" and name.startswith(tag)]
     names: list[str] = []
     for root in roots:
         names.extend(subtree(client, root))
@@ -268,13 +293,28 @@ def cleanup_bench(client: SlurmClient | None = None, only: str | None = None) ->
             if "Job(s) active" not in str(exc):
                 raise
             time.sleep(1)  # cancelled jobs still completing
-    # Account records left without an association (a removal cut short by a slurmdbd restart) are not in
-    # read_state; find them by their description.
     r = sh(["sacctmgr", "-n", "-P", "list", "account", "format=account,description"])
     orphans = [line.split("|")[0] for line in r.stdout.splitlines()
-               if line.startswith(only or PULL_USER_PREFIX) and "|wsa-bench" in line and line.split("|")[0] not in names]
+               if line.startswith(tag) and "|wsa-bench" in line and line.split("|")[0] not in names]
     if orphans:
         remove_accounts(orphans)
+    remove_linux_users(tag)
     if names or orphans or users:
-        log(f"cleanup: removed {len(names) + len(orphans)} bench accounts and {len(users)} bench users")
+        log(f"cleanup {tag}: removed {len(names) + len(orphans)} accounts and {len(users)} users")
     return len(names) + len(orphans)
+
+
+def cleanup_bench(client: SlurmClient | None = None) -> int:
+    """Remove what crashed runs left: the tags whose root says ``pid N`` of a process that is gone (and the
+    roots of bench versions that wrote no pid). A run in progress is never touched."""
+    client = client or SlurmClient(NativeExecutor(), timeout=300)
+    r = sh(["sacctmgr", "-n", "-P", "list", "account", "format=account,description"])
+    dead: set[str] = set()
+    for line in r.stdout.splitlines():
+        name, _, desc = line.partition("|")
+        if not (name.startswith(TAG_PREFIX) and desc.startswith(BENCH_MARK)):
+            continue
+        pid = desc[len(BENCH_MARK) :].strip().removeprefix("pid").strip()
+        if not pid.isdigit() or not _alive(int(pid)):
+            dead.add(name[: len(TAG_PREFIX) + 6])
+    return sum(cleanup_tag(client, tag) for tag in sorted(dead))

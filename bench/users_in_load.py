@@ -11,6 +11,7 @@ removes everything, and prints one JSON line.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sys
 import time
@@ -19,15 +20,16 @@ from waldur_slurm.slurm.client import SlurmClient
 from waldur_slurm.slurm.executor import NativeExecutor
 from waldur_slurm.slurm.ops import AddAccounts, AddUsers
 
-from .slurm_side import BENCH_MARK, BENCH_ORG, cleanup_bench, sh, write_locked
+from .slurm_side import BENCH_MARK, BENCH_ORG, TAG_PREFIX, cleanup_tag, sh, write_locked
 
 
 def main(argv: list[str]) -> int:
     n = int(argv[0]) if argv else 100
-    tag = "wsab" + secrets.token_hex(3)
+    tag = TAG_PREFIX + secrets.token_hex(3)
     client = SlurmClient(NativeExecutor(), timeout=900)
     accounts = [f"{tag}_{i:05d}_allocation" for i in range(2 * n)]
-    results = client.apply([AddAccounts((tag,), "root", description=BENCH_MARK, organization=BENCH_ORG),
+    results = client.apply([AddAccounts((tag,), "root", description=f"{BENCH_MARK} pid {os.getpid()}",
+                                        organization=BENCH_ORG),
                             AddAccounts(tuple(accounts), tag, description="x", organization=BENCH_ORG)])
     assert all(r.ok for r in results), [str(r.error) for r in results]
     try:
@@ -53,7 +55,7 @@ def main(argv: list[str]) -> int:
             assert state.accounts[accounts[i]].users == frozenset(users), accounts[i]
             assert all(state.default_account[u] == accounts[i] for u in users), accounts[i]
     finally:
-        cleanup_bench(client, only=tag)
+        cleanup_tag(client, tag)
     print(json.dumps({"n": n, "associations": 2 * n, "add_user_commands_s": round(t_batch, 2),
                       "one_load_file_s": round(t_load, 2), "speedup": round(t_batch / t_load, 1)}))
     return 0

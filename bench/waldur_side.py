@@ -12,7 +12,7 @@ from typing import Any
 
 from waldur_standin.testing import StandIn
 
-from .slurm_side import LINUX_USERS, BenchSlurm, pair_of
+from .slurm_side import BenchSlurm
 
 # Push: usage-based components in TRES-minutes, so that one-second jobs give non-zero amounts (0.02 CPU-min).
 PUSH_TRES = """\
@@ -74,12 +74,12 @@ class PushWorld:
         self.offering = w.setup_offering(PUSH_COMPONENTS, name="Bench SLURM (push)")
         customer = w.add_customer("Bench Research Org")
         users = {}
-        for login in LINUX_USERS:
+        for login in self.slurm.users:
             u = w.add_user("w-" + login, full_name=login)
             w.add_offering_user(self.offering, u["uuid"], login)
             users[login] = u["uuid"]
-        for k in range(len(LINUX_USERS)):
-            pair = pair_of(k)
+        for k in range(len(self.slurm.users)):
+            pair = self.slurm.pair(k)
             project = w.add_project(customer, f"Bench project {k}")
             for login in pair:
                 w.add_team_member(project, users[login], "member")
@@ -91,7 +91,7 @@ class PushWorld:
         start = len(self.resources)
         by_pair: dict[tuple[str, str], list[int]] = {}
         for i in range(start, n):
-            by_pair.setdefault(pair_of(i), []).append(i)
+            by_pair.setdefault(self.slurm.pair(i), []).append(i)
         made: dict[int, str] = {}
         for pair, indices in by_pair.items():
             uuids = self.standin.create_resources(
