@@ -7,6 +7,7 @@ the Waldur component ``type``. ``limit`` is in Waldur units; ``unit_factor`` say
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -42,7 +43,7 @@ class Component:
 
     def to_slurm(self, amount: Decimal | int | float | str) -> int:
         """Waldur units -> whole SLURM TRES-minutes (mem in MB), rounded half up."""
-        value = _decimal(amount)
+        value = parse_amount(amount)
         if value is None or not value.is_finite():
             raise ValueError(f"{self.key}: {amount!r} is not a number")
         if value < 0:
@@ -59,13 +60,17 @@ class Component:
         return None if self.limit is None else self.to_slurm(self.limit)
 
 
-def _decimal(value: Any) -> Decimal | None:
+def parse_amount(value: Any) -> Decimal | None:
+    """A number from YAML or JSON as an exact Decimal; None for anything else (bools, text, NaN/inf floats).
+
+    Strings may still spell "NaN" or "Infinity": callers check ``is_finite()``.
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, Decimal)):
         return Decimal(value)
     if isinstance(value, float):
-        return Decimal(repr(value))
+        return Decimal(repr(value)) if math.isfinite(value) else None
     if isinstance(value, str):
         try:
             return Decimal(value.strip())
@@ -102,7 +107,7 @@ def parse_components(data: Any, source: str) -> dict[str, Component]:
             )
         limit = None
         if spec.get("limit") is not None:
-            limit = _decimal(spec["limit"])
+            limit = parse_amount(spec["limit"])
             if limit is None or not limit.is_finite() or limit < 0:
                 raise ComponentsError(f"{where}: limit {spec['limit']!r} must be a non-negative number")
         factor = spec.get("unit_factor", 1)

@@ -19,15 +19,14 @@ accounts, limits and associations are added, and what is already right produces 
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Protocol
 
 from waldur_slurm import naming
-from waldur_slurm.components import Component
+from waldur_slurm.components import Component, parse_amount
 from waldur_slurm.naming import NamingError, NamingRules
 from waldur_slurm.slurm.errors import InvalidValue
 from waldur_slurm.slurm.ops import (
@@ -276,21 +275,6 @@ class AgentMisconfigured(ValueError):
 # Validation and conversion
 
 
-def _number(value: object) -> Decimal | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, Decimal)):
-        return Decimal(value)
-    if isinstance(value, float):
-        return Decimal(repr(value)) if math.isfinite(value) else None
-    if isinstance(value, str):
-        try:
-            return Decimal(value.strip())
-        except InvalidOperation:
-            return None
-    return None
-
-
 def validate_limits(raw: object, components: Mapping[str, Component]) -> tuple[dict[str, int], dict[str, Any], list[str]]:
     """The order's limits as (GrpTRESMins for limit-type components, the Waldur values kept, notes).
 
@@ -315,7 +299,7 @@ def validate_limits(raw: object, components: Mapping[str, Component]) -> tuple[d
         if value is None:
             notes.append(f"{field_name} is null: treated as not given")
             continue
-        number = _number(value)
+        number = parse_amount(value)
         if number is None or not number.is_finite():
             raise OrderInvalid(f"{field_name} = {value!r} is not a finite number")
         if number < 0:
@@ -717,7 +701,7 @@ def _taken(work: _Work, resource_uuid: str) -> Callable[[str], bool]:
 
 def _same_limits(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
     for key, value in wanted.items():
-        a, b = _number(current.get(key)), _number(value)
+        a, b = parse_amount(current.get(key)), parse_amount(value)
         if a is None or b is None or a != b:
             return False
     return True
