@@ -273,7 +273,7 @@ def load_settings(environ: Mapping[str, str], *, need_direction: bool = False) -
             r.fail(name, value, "is invalid: use lower-case letters, digits, '_' and '-'")
         prefixes[name] = value or ""
 
-    max_len = r.number("SLURM_ALLOCATION_NAME_MAX_LEN", int, 8, 200)
+    max_len = r.number("SLURM_ALLOCATION_NAME_MAX_LEN", int, 8, 64)  # 64: the longest name the op layer accepts
     shortest = len(prefixes["SLURM_ALLOCATION_PREFIX"]) + 5 + 2  # prefix + uuid part + "_" + one letter
     if max_len < shortest:
         r.fail("SLURM_ALLOCATION_NAME_MAX_LEN", str(max_len), f"is too small for the prefix: expected at least {shortest}")

@@ -75,6 +75,7 @@ def test_max_len_from_environment_is_an_integer():  # original bug B17
         ({"SLURM_DEPLOYMENT_TYPE": "k8s"}, "SLURM_DEPLOYMENT_TYPE='k8s' is invalid: expected 'docker' or 'native'"),
         ({"SLURM_ALLOCATION_NAME_MAX_LEN": "long"}, "SLURM_ALLOCATION_NAME_MAX_LEN='long' is invalid: expected an integer"),
         ({"SLURM_ALLOCATION_NAME_MAX_LEN": "5"}, "SLURM_ALLOCATION_NAME_MAX_LEN='5' is out of range"),
+        ({"SLURM_ALLOCATION_NAME_MAX_LEN": "65"}, "SLURM_ALLOCATION_NAME_MAX_LEN='65' is out of range: expected 8..64"),
         ({"WALDUR_API_URL": "ftp://x/api/"}, "WALDUR_API_URL='ftp://x/api/' is invalid: expected an http:// or https:// URL"),
         ({"WALDUR_API_URL": "localhost:8081"}, "WALDUR_API_URL='localhost:8081' is invalid"),
         ({"WALDUR_OFFERING_UUID": "not-a-uuid"}, "WALDUR_OFFERING_UUID='not-a-uuid' is invalid: expected a UUID"),
