@@ -28,7 +28,7 @@ from waldur_standin.testing import StandIn
 from .common import PYTHON, REPO, child_env, docker_host, log, run_json
 from .quiet import Watch
 from .slurm_side import TAG_PREFIX, BenchSlurm, cleanup_bench, sh
-from .waldur_side import PullWorld, PushWorld
+from .waldur_side import PullWorld, PushWorld, restore, snapshot
 
 WORKER_TIMEOUT = 1800
 ATTEMPTS = 3  # a sample disturbed by a slurmdbd restart (other engineers' failure tests) is taken again
@@ -215,30 +215,30 @@ class Runner:
     # ------------------------------------------------------------------ push world
     def push_world(self, standin: StandIn) -> None:
         world = PushWorld(standin, self.slurm, self.out_dir / "push-components.yaml").setup()
-        snapshot = standin.state()
+        state = snapshot(standin, self.out_dir / "push-0.state.json")
         for n in sorted(self.plan.push_n):
             t0 = time.monotonic()
             start = len(self.slurm.push_accounts)
             self.slurm.grow_push(n)
             self.slurm.submit_jobs(range(start, n))
-            standin.load_state(snapshot)  # nothing reported yet for the resources of the smaller N either
+            restore(standin, state)  # nothing reported yet for the resources of the smaller N either
             world.grow(n)
             self.slurm.wait_jobs()
-            snapshot = standin.state()
+            state = snapshot(standin, self.out_dir / f"push-{n}.state.json")
             self.results.setup.append({"world": "push", "n": n, "seconds": round(time.monotonic() - t0, 1),
                                        "new_accounts": n - start, "new_jobs": n - start})
-            self._push_rows(world, snapshot, n, "native", world.env())
+            self._push_rows(world, state, n, "native", world.env())
             self._membership_rows(world, n)
             self._baseline(n)
             if n in self.plan.docker_push_n:
-                self._push_rows(world, snapshot, n, "docker", world.env(**self._docker_env()))
+                self._push_rows(world, state, n, "docker", world.env(**self._docker_env()))
             self.save()
 
-    def _push_rows(self, world: PushWorld, snapshot: dict[str, Any], n: int, mode: str, env: dict[str, str]) -> None:
+    def _push_rows(self, world: PushWorld, state: Path, n: int, mode: str, env: dict[str, str]) -> None:
         first, second = [], []
+
         def before() -> None:
-            world.standin.load_state(snapshot)
-            world.standin.clear_requests()
+            restore(world.standin, state)
 
         for run in range(self.plan.runs):
             out = self._measure(f"push {mode} N={n} run {run + 1}", env, ("push", "push"), before, n)

@@ -37,6 +37,17 @@ PULL_COMPONENTS = [
     {"type": "gres/gpu", "name": "GPU", "measured_unit": "GPU-Hours", "billing_type": "limit", "unit_factor": 60},
 ]
 ORDER_LIMITS = {"cpu": 5, "gres/gpu": 1}
+
+
+def snapshot(standin: StandIn, path: Path) -> Path:
+    """The stand-in's whole state to a file (through /control/dump: a PUT of the state is capped at 1 MB)."""
+    standin.control("POST", "dump", {"path": str(path)})
+    return path
+
+
+def restore(standin: StandIn, path: Path) -> None:
+    standin.control("POST", "load", {"path": str(path)})
+    standin.clear_requests()
 PROJECTS_PER_CUSTOMER = 10
 
 
@@ -117,7 +128,7 @@ class PullWorld:
     tres_path: Path
     n: int
     offering: str = ""
-    snapshot: dict[str, Any] = field(default_factory=dict)
+    snapshot: Path | None = None
     users: list[str] = field(default_factory=list)
 
     def setup(self) -> PullWorld:
@@ -138,12 +149,12 @@ class PullWorld:
                 self.users.append(login)
             w.place_order(self.offering, project, name=f"Allocation {i}", limits=dict(ORDER_LIMITS))
         self.slurm.pull_users.update(self.users)
-        self.snapshot = w.state()
+        self.snapshot = snapshot(w, self.tres_path.with_name(f"pull-{self.n}.state.json"))
         return self
 
     def restore(self) -> None:
-        self.standin.load_state(self.snapshot)
-        self.standin.clear_requests()
+        assert self.snapshot is not None
+        restore(self.standin, self.snapshot)
 
     def env(self, **extra: str) -> dict[str, str]:
         return agent_env(self.standin, self.offering, self.tres_path, self.slurm.pull_root, **extra)
