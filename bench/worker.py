@@ -29,39 +29,6 @@ _T0 = time.perf_counter()
 CYCLES = ("push", "pull", "membership")
 
 
-def _lazy_sdk_models() -> None:
-    """EXPERIMENT (BENCH_LAZY_SDK_MODELS=1): what the agent would weigh if ``waldur_api_client.models`` were
-    imported lazily. The generated package's ``__init__`` imports all ~3,000 model modules (~95 MB RSS, ~2 s);
-    this installs a stand-in package module that imports a model's module on first attribute access."""
-    import importlib
-    import importlib.util
-    import re
-    import types
-
-    spec = importlib.util.find_spec("waldur_api_client")
-    assert spec is not None and spec.origin is not None
-    pkg_dir = os.path.join(os.path.dirname(spec.origin), "models")
-    with open(os.path.join(pkg_dir, "__init__.py")) as f:
-        table = {name: mod for mod, name in re.findall(r"^from \.(\w+) import (\w+)$", f.read(), re.M)}
-    lazy = types.ModuleType("waldur_api_client.models")
-    lazy.__path__ = [pkg_dir]
-    lazy.__package__ = "waldur_api_client.models"
-
-    def __getattr__(name: str) -> object:
-        module = table.get(name)
-        if module is None:
-            raise AttributeError(name)
-        value = getattr(importlib.import_module(f"waldur_api_client.models.{module}"), name)
-        setattr(lazy, name, value)
-        return value
-
-    lazy.__getattr__ = __getattr__  # type: ignore[method-assign]
-    import waldur_api_client
-
-    sys.modules["waldur_api_client.models"] = lazy
-    waldur_api_client.models = lazy  # type: ignore[attr-defined]
-
-
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
@@ -114,8 +81,6 @@ def main(argv: list[str]) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
-    if os.environ.get("BENCH_LAZY_SDK_MODELS") == "1":
-        _lazy_sdk_models()
     from waldur_slurm.clients import make_slurm_client, make_waldur_client
     from waldur_slurm.config import load_settings
     from waldur_slurm.pull import PullReconciler

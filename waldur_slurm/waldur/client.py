@@ -40,7 +40,12 @@ from urllib.parse import parse_qs, urlsplit
 from uuid import UUID
 
 import httpx
-from waldur_api_client import AuthenticatedClient
+
+from .sdk_models import install_lazy_models
+
+install_lazy_models()  # before the first SDK import: the eager models package weighs ~100 MB
+
+from waldur_api_client import AuthenticatedClient  # noqa: E402
 from waldur_api_client.api.marketplace_component_usages import (
     marketplace_component_usages_list,
     marketplace_component_usages_set_usage,
