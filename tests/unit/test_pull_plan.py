@@ -13,7 +13,6 @@ from waldur_slurm import naming
 from waldur_slurm.components import Component
 from waldur_slurm.naming import NamingRules
 from waldur_slurm.pull_plan import (
-    AddAccountTree,
     Associate,
     CompleteOrder,
     PlanConfig,
@@ -28,6 +27,7 @@ from waldur_slurm.pull_plan import (
 )
 from waldur_slurm.slurm.ops import (
     AddAccountsDescribed,
+    AddAccountTree,
     AddUsers,
     CancelJobs,
     CreateHomedirs,

@@ -202,6 +202,35 @@ class AddAccountsDescribed:
 
 
 @dataclass(frozen=True)
+class AddAccountTree(AddAccountsDescribed):
+    """Several ``AddAccountsDescribed`` groups (customers, projects, allocations, each under its own
+    parent) in ONE load file: one process and one transaction for every new account of the cycle.
+
+    A sacctmgr load file may switch parents with further ``Parent -`` lines (checked on 22.05: a
+    customer, two projects under it and an allocation under each in one load, 0.9 s). Groups are in
+    parent-before-child order. ``SlurmClient.apply`` runs it as any ``AddAccountsDescribed``; the pull planner builds it.
+    """
+
+    groups: tuple[AddAccountsDescribed, ...] = ()
+
+    @classmethod
+    def of(cls, groups: Sequence[AddAccountsDescribed]) -> AddAccountsDescribed:
+        if len(groups) == 1:
+            return groups[0]
+        entries = tuple(e for g in groups for e in g.entries)
+        return cls(entries=entries, parent=groups[0].parent, groups=tuple(groups))
+
+    def load_file(self, cluster: str) -> str:
+        lines = [f"Cluster - '{validate_account(cluster, 'cluster')}'"]
+        for group in self.groups:
+            lines.extend(group.load_file(cluster).splitlines()[1:])  # each group's lines minus its Cluster line
+        return "\n".join(lines) + "\n"
+
+    def describe(self) -> str:
+        return "one load: " + "; ".join(g.describe() for g in self.groups)
+
+
+@dataclass(frozen=True)
 class RemoveAccounts(SacctmgrOp):
     """Remove accounts (their associations and the users' associations in them)."""
 
