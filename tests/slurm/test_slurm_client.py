@@ -6,6 +6,8 @@ assertion says how many SLURM processes (native) or execs (docker) a call may st
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -244,6 +246,37 @@ def test_real_jobs_read_back_by_one_sacct(
 
     # a window before the jobs holds none of them
     assert client.read_usage([a, b], start - timedelta(days=2), start - timedelta(days=1)) == []
+
+
+@pytest.fixture
+def agent_in_auckland(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The agent process runs in a time zone 13 hours off the cluster's (UTC here, as the head-node
+    container's usually is)."""
+    monkeypatch.setenv("TZ", "Pacific/Auckland")
+    time.tzset()
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_usage_window_does_not_depend_on_the_agent_time_zone(
+    client: SlurmClient, slurm_root: str, run_job: RunJob, agent_in_auckland: None
+) -> None:
+    """sacct reads and prints times in the time zone of ITS process: the window is sent and the times are
+    read in UTC, so an agent whose zone differs from the cluster's (docker mode) still bills the right jobs."""
+    a = f"{slurm_root}_tz"
+    client.apply([AddAccounts((a,), slurm_root), AddUsers(("wsa_alice",), (a,), default_account=a)])
+    assert datetime.now().astimezone().utcoffset() != timedelta(0)
+    start = datetime.now().astimezone() - timedelta(minutes=1)
+    job = run_job("wsa_alice", a, seconds=1)
+    wait_jobs_in_sacct([job])
+    end = datetime.now().astimezone() + timedelta(minutes=1)
+    (rec,) = client.read_usage([a], start, end)
+    assert rec.job_id == job
+    assert rec.start is not None and rec.end is not None and start <= rec.start <= rec.end <= end
+    assert client.read_usage([a], start - timedelta(hours=14), start - timedelta(hours=12)) == []
 
 
 def test_jobs_of_a_removed_user_association_are_refused(slurm_client: SlurmClient, slurm_root: str) -> None:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import threading
 import time
 from datetime import datetime, timedelta
 from typing import Iterator
@@ -104,6 +107,31 @@ def test_hung_slurmdbd_hits_the_timeout(request: pytest.FixtureRequest, slurm_cl
         assert err.value.timeout == pytest.approx(2 + c.batch_command_budget)  # 2 commands in the batch
 
 
+def test_slurmdbd_killed_mid_batch_leaves_only_retryable_failures(slurm_root: str) -> None:
+    """slurmdbd dies (kill -9) while one sacctmgr process works through a batch of writes: every op that did
+    not succeed is reported as transient (a later cycle runs it), none as a refusal that would err an order."""
+    client = SlurmClient(NativeExecutor(), timeout=120)
+    names = [f"{slurm_root}_k{i:02d}" for i in range(40)]
+    # one `add account` line per op: each commits on its own (~0.3 s), so the kill lands mid-batch
+    ops = [AddAccounts((name,), slurm_root, description=f"d{i}") for i, name in enumerate(names)]
+    pid = int(slurm_ctl("pid", "slurmdbd").stdout.strip())
+    killer = threading.Timer(2.0, os.kill, (pid, signal.SIGKILL))
+    killer.start()
+    try:
+        results = client.apply(ops)
+    finally:
+        killer.join()
+        _restore_slurmdbd()
+    done = [r.op.names[0] for r in results if r.ok]
+    failed = [r for r in results if not r.ok]
+    assert done, "the kill came before the first command: nothing to compare"
+    assert failed, "the batch finished before the kill"
+    for r in failed:
+        assert isinstance(r.error, SlurmTransientError), f"{r.op.describe()}: {r.error!r}\n{r.output}"
+    state = client.read_state()
+    assert set(done) <= set(state.accounts)
+
+
 def test_native_timeout_kills_the_process_group(tmp_path) -> None:  # type: ignore[no-untyped-def]
     marker = tmp_path / "child.pid"
     ex = NativeExecutor()
@@ -120,6 +148,56 @@ def test_native_timeout_kills_the_process_group(tmp_path) -> None:  # type: igno
         time.sleep(0.1)
     else:
         pytest.fail(f"child {child} of the timed-out command still runs")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _command_after_killing_its_agent(tmp_path, kill_with_parent: bool) -> int:  # type: ignore[no-untyped-def]
+    """Start an agent process whose executor runs a long command, kill the agent with -9; return the
+    command's PID once it has had time to react."""
+    marker = tmp_path / f"command-{kill_with_parent}.pid"
+    agent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys\n"
+         "from waldur_slurm.slurm.executor import NativeExecutor\n"
+         f"NativeExecutor(kill_with_parent={kill_with_parent}).run("
+         f"['sh', '-c', 'echo $$ > {marker}; exec sleep 60'], timeout=120)\n"],
+    )
+    try:
+        for _ in range(100):
+            if marker.exists() and marker.read_text().strip():
+                break
+            time.sleep(0.05)
+        command = int(marker.read_text())
+        assert _alive(command)
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(timeout=10)
+        for _ in range(50):
+            if not _alive(command):
+                break
+            time.sleep(0.1)
+        return command
+    finally:
+        agent.kill()
+        agent.wait()
+
+
+def test_native_command_dies_with_an_agent_killed_by_sigkill(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A sacctmgr write left running by a killed agent could land after the restarted agent re-planned."""
+    assert NativeExecutor().kills_with_parent
+    assert not _alive(_command_after_killing_its_agent(tmp_path, kill_with_parent=True))
+    # the control: without the parent-death signal the command (own session) outlives its agent
+    orphan = _command_after_killing_its_agent(tmp_path, kill_with_parent=False)
+    try:
+        assert _alive(orphan)
+    finally:
+        os.kill(orphan, signal.SIGKILL)
 
 
 def test_native_command_not_found() -> None:

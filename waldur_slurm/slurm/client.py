@@ -63,7 +63,7 @@ import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Iterable, Iterator, Sequence
 
@@ -307,8 +307,8 @@ class SlurmClient:
     ) -> list[JobRecord]:
         """Job allocations charged to `accounts` in [start, end), ONE sacct call.
 
-        Aware datetimes are converted to the local time zone (sacct reads local times);
-        naive ones are taken as local. Never queries with an empty account list: without
+        The window is sent in UTC (SLURM commands run with TZ=UTC); naive datetimes are taken as the
+        agent's local time. Returned start/end times are aware (UTC). Never queries with an empty account list: without
         `--accounts` sacct would return every account's jobs.
         """
         names = sorted({validate_account(a, "account") for a in accounts})
@@ -445,7 +445,9 @@ class SlurmClient:
             op_reached = pos + len(lines) <= reached
             pos += len(lines)
             if not op_reached:
-                err = SlurmCommandError(argv, result.exit_code, result.stdout, "", "sacctmgr stopped before this command")
+                # sacctmgr -i goes on after a failed command; it stops early only when it dies or loses slurmdbd,
+                # so the command never ran and a later cycle can run it
+                err = SlurmUnavailable("sacctmgr stopped before this command", argv=argv, stderr=result.stdout)
                 results.append(OpResult(op, False, error=err))
                 continue
             results.append(self._classify(op, lines, outputs, result.exit_code))
@@ -512,7 +514,8 @@ class SlurmClient:
         moves = {n: (current[n], p) for n, p in wanted.items() if n in current and current[n] != p}
         if moves:
             return OpResult(op, False, error=AccountMoveRefused(moves))
-        result = self._write(argv, stdin=data, timeout=self._batch_timeout(1 + len(op.entries) // 50))
+        lines = len(op.entries) + len(getattr(op, "users", ()))
+        result = self._write(argv, stdin=data, timeout=self._batch_timeout(1 + lines // 50))
         out = result.stdout
         if is_transient_output(out):
             raise SlurmUnavailable(_first_error_line(out) or "slurmdbd unreachable", argv=argv, stderr=out)
@@ -590,8 +593,8 @@ def parse_jobs(text: str) -> list[JobRecord]:
                 elapsed_seconds=parse_elapsed_raw(elapsed_raw),
                 req_tres=parse_tres(req),
                 alloc_tres=parse_tres(alloc),
-                start=_local(parse_sacct_time(start)),
-                end=_local(parse_sacct_time(end)),
+                start=_utc(parse_sacct_time(start)),
+                end=_utc(parse_sacct_time(end)),
             )
         )
     return records
@@ -613,14 +616,14 @@ def load_parents(load_file: str) -> dict[str, str]:
     return placed
 
 
-def _local(dt: datetime | None) -> datetime | None:
-    return dt.astimezone() if dt is not None else None
+def _utc(dt: datetime | None) -> datetime | None:
+    """A time sacct printed (it runs with TZ=UTC, see executor.COMMAND_ENV)."""
+    return dt.replace(tzinfo=timezone.utc) if dt is not None else None
 
 
 def _sacct_time(dt: datetime) -> str:
-    if dt.tzinfo is not None:
-        dt = dt.astimezone().replace(tzinfo=None)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S")
+    # astimezone() on a naive datetime takes it as the agent's local time
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _chunk_names(names: list[str], limit: int) -> list[list[str]]:
@@ -643,6 +646,10 @@ def _section_error(command: str, output: str, exit_code: int) -> SlurmError | No
         return DefaultAccountInUse(argv, exit_code, output, "", DEFAULT_ACCOUNT_MARKER)
     if is_transient_output(output):
         return SlurmUnavailable(_first_error_line(output) or "slurmdbd unreachable", argv=argv, stderr=output)
+    if not output.strip():
+        # Every add/modify/remove answers with at least a line ("Nothing deleted", ...): silence means slurmdbd
+        # went away while this command ran (seen when slurmdbd is killed mid-batch), not a refusal.
+        return SlurmUnavailable("sacctmgr printed nothing for this command (slurmdbd lost?)", argv=argv)
     if any(m in output for m in _FAILURE_MARKERS):
         return SlurmCommandError(argv, exit_code, output, "", _first_error_line(output))
     if is_already(output) or any(m in output for m in _SUCCESS_MARKERS):

@@ -10,6 +10,7 @@ Every executor counts the processes (native) or execs (docker) it started in
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,8 +33,11 @@ if TYPE_CHECKING:  # the docker SDK is imported lazily: native mode does not nee
 # Stable, parseable output whatever the caller's locale or SLURM_TIME_FORMAT is.
 # sacctmgr reads stdin through readline, which redraws some input lines longer than the
 # screen width (80 without a tty) with cursor-movement codes; a huge COLUMNS avoids that.
+# TZ=UTC: sacct reads --starttime/--endtime and prints Start/End in its own process's zone, which in docker
+# mode is the container's, not the agent's; UTC on both sides also has no DST hour that occurs twice.
 COMMAND_ENV: dict[str, str] = {
     "LC_ALL": "C",
+    "TZ": "UTC",
     "SLURM_TIME_FORMAT": "standard",
     "TERM": "dumb",
     "COLUMNS": "1000000",
@@ -70,20 +74,36 @@ class _Counter:
 
 
 class NativeExecutor(_Counter):
-    """Runs commands as local subprocesses, each in its own process group."""
+    """Runs commands as local subprocesses, each in its own process group.
+
+    Each command also gets a parent-death signal (util-linux ``setpriv --pdeathsig KILL``): the command runs
+    in its own session so that a timeout can kill its whole group, which also means it would outlive an agent
+    killed with -9 (OOM killer, ``kill -9``, ``KillMode=process``) and a stale ``sacctmgr`` write could land
+    after the restarted agent re-planned. ``preexec_fn`` could set the same flag but is unsafe in a threaded
+    process. Without setpriv (not a Debian/util-linux system) commands run unwrapped.
+    """
 
     name = "native"
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, *, kill_with_parent: bool = True) -> None:
         super().__init__()
         self._extra_env = dict(COMMAND_ENV if env is None else env)
+        setpriv = shutil.which("setpriv") if kill_with_parent else None
+        self._prefix: list[str] = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+
+    @property
+    def kills_with_parent(self) -> bool:
+        return bool(self._prefix)
 
     def run(self, argv: list[str], *, stdin: str | None = None, timeout: float) -> CommandResult:
         env = {**os.environ, **self._extra_env}
         self._count()
+        if self._prefix and shutil.which(argv[0], path=env.get("PATH")) is None:
+            # setpriv would report this as exit code 127; say it the way an unwrapped Popen does
+            raise CommandNotFound(argv, f"No such file or directory: {argv[0]!r}")
         try:
             proc = subprocess.Popen(
-                argv,
+                self._prefix + argv,
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
