@@ -31,6 +31,7 @@ from waldur_slurm.slurm.errors import InvalidValue
 from waldur_slurm.slurm.ops import (
     AddAccountsDescribed,
     AddAccountTree,
+    LoadUser,
     AddUsers,
     CancelJobs,
     CreateHomedirs,
@@ -477,8 +478,25 @@ class _Work:
             names.sort()
             entries = tuple((n, self.new_accounts[n][1]) for n in names)
             loads.append(AddAccountsDescribed(entries=entries, parent=parent, organization=org, limits=dict(limits)))
+        # Users of the new accounts join in the same load (one transaction; as `add user` commands each
+        # commits on its own, ~0.7 s apiece). A user SLURM does not know yet whose default is an existing
+        # account joins by `add user` instead, so the load never has to pick their default.
+        in_load: list[LoadUser] = []
+        load_owners: set[str] = set()
+        for user, accounts in sorted(self.joins.items()):
+            new_user = user not in self.defaults
+            default = self.new_defaults.get(user) if new_user else None
+            if new_user and default not in self.new_accounts:
+                continue
+            for account in sorted(accounts & self.new_accounts.keys()):
+                in_load.append(LoadUser(account, user, default if account == default else None))
+                load_owners |= self.join_owners[(user, account)]
+        joins = {user: set(accounts) for user, accounts in self.joins.items()}
+        for u in in_load:
+            joins[u.user].discard(u.account)
         if loads:
-            out.append(PlannedOp(AddAccountTree.of(loads), frozenset().union(*self.new_owners.values())))
+            owners = frozenset().union(*self.new_owners.values(), load_owners)
+            out.append(PlannedOp(AddAccountTree.of(loads, in_load), owners))
         # Limits: accounts that get the same values share one modify.
         by_limits: dict[tuple[tuple[str, int], ...], list[str]] = defaultdict(list)
         for account, limits in self.set_limits.items():
@@ -491,9 +509,12 @@ class _Work:
             ))
         # Users: those joining the same set of accounts (with the same new default) share one add.
         adds: dict[tuple[tuple[str, ...], str | None], list[str]] = defaultdict(list)
-        for user, accounts in self.joins.items():
+        for user, accounts in joins.items():
+            if not accounts:
+                continue
             new_user = user not in self.defaults
-            default = self.new_defaults.get(user) if new_user else None
+            # a new user the load created already has its default
+            default = self.new_defaults.get(user) if new_user and user not in {u.user for u in in_load} else None
             adds[(tuple(sorted(accounts)), default)].append(user)
         for (accounts, default), users in sorted(adds.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
             users.sort()

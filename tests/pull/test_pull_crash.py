@@ -232,10 +232,16 @@ def run_trials(env: PullEnv, rng: random.Random, wanted_kills: int) -> tuple[int
                 wait_for_request(env, runner, seen, lambda e: e["method"] == "POST")
                 runner.wait(rng.uniform(0.0, 1.5))
             else:  # among the Waldur steps after the SLURM batch
+                # They take a few ms against the local stand-in, less than one poll: a slow server (0.3 s per
+                # step) keeps the daemon in them long enough to be cut there, mid-request included.
+                for step in ("set_backend_id", "set_state_done", "set_state"):
+                    env.standin.inject_fault(f"*/{step}/", kind="delay", delay=0.3, count=None, method="POST")
                 wait_for_request(env, runner, seen, lambda e: e["method"] == "POST" and any(
                     e["path"].endswith(a) for a in ("/set_backend_id/", "/set_state_done/", "/set_state/")))
-                runner.wait(rng.uniform(0.0, 0.3))
-            if runner.kill() is not None:
+                runner.wait(rng.uniform(0.0, 0.6))
+            finished = runner.kill() is not None
+            env.standin.clear_faults()
+            if finished:
                 break  # that daemon finished the batch: nothing left to cut
             cut += 1
             phases[kill_phase(env.standin.requests()[seen:])] += 1

@@ -28,6 +28,7 @@ from waldur_slurm.pull_plan import (
 from waldur_slurm.slurm.ops import (
     AddAccountsDescribed,
     AddAccountTree,
+    LoadUser,
     AddUsers,
     CancelJobs,
     CreateHomedirs,
@@ -165,6 +166,11 @@ def test_create_limits_take_order_for_limit_components_and_file_for_usage_compon
 # -- Create --------------------------------------------------------------------------------------------
 
 
+def fresh_account(plan, o):  # type: ignore[no-untyped-def]
+    (p,) = [p for p in plan.orders if p.order.uuid == o.uuid]
+    return p.account
+
+
 def test_create_on_an_empty_tree_builds_customer_project_allocation_and_adds_team_users() -> None:
     alice, bob, eve = hexid(), hexid(), hexid()
     o = order("Create", "pending-provider", name="My Alloc", limits={"cpu": 2})
@@ -189,8 +195,11 @@ def test_create_on_an_empty_tree_builds_customer_project_allocation_and_adds_tea
     assert text.index(f"Parent - '{ROOT}'") < text.index(f"Account - '{CUST_ACC}'") < text.index(
         f"Parent - '{CUST_ACC}'") < text.index(f"Account - '{PROJ_ACC}'") < text.index(f"Parent - '{PROJ_ACC}'")
     assert f"Account - '{account}':Description='waldur resource {o.resource_uuid}'" in text
-    users = ops_of_type(plan, AddUsers)
-    assert users == [AddUsers(users=("alice", "bob"), accounts=(account,), default_account=account)]
+    # the team joins in the same load, after the accounts; both are new to SLURM: the account is their default
+    assert tree_op.users == (LoadUser(account, "alice", account), LoadUser(account, "bob", account))
+    assert text.endswith(f"Parent - '{account}'\nUser - 'alice':DefaultAccount='{account}'\n"
+                         f"User - 'bob':DefaultAccount='{account}'\n")
+    assert ops_of_type(plan, AddUsers) == []
     assert p.actions == [
         SetBackendId(o.resource_uuid, account),
         SetResourceLimits(o.resource_uuid, {"cpu": 2}),
@@ -293,10 +302,14 @@ def test_hundred_creates_group_into_few_ops() -> None:
     # one load: a group for the 100 project accounts (same parent), one per project for the allocations
     assert len(load.names) == 200
     assert len(load.groups) == 1 + 100
-    (add_users,) = ops_of_type(plan, AddUsers)
-    assert add_users.users == ("alice",)
-    assert add_users.accounts == tuple(sorted(p.account for p in plan.orders))
-    assert add_users.default_account in add_users.accounts
+    # alice (new to SLURM) joins the 100 new accounts in the same load, with one default among them
+    assert ops_of_type(plan, AddUsers) == []
+    assert isinstance(load, AddAccountTree)
+    assert sorted(u.account for u in load.users) == sorted(p.account for p in plan.orders)
+    assert {u.user for u in load.users} == {"alice"}
+    (default,) = [u.default_account for u in load.users if u.default_account]
+    assert default in load.names
+    assert len(plan.ops) == 1 and plan.ops[0].owners == frozenset(o.uuid for o in orders)
 
 
 def test_same_limits_on_several_accounts_share_one_modify() -> None:
@@ -442,10 +455,42 @@ def test_existing_user_with_root_default_gets_a_default_in_its_own_account() -> 
     plan = plan_orders([o], st, CONFIG, teams={o.resource_uuid: [member(alice), member(bob)]},
                        offering_users=[ouser(alice, "alice"), ouser(bob, "bob")])
     account = plan.orders[0].account
-    assert ops_of_type(plan, AddUsers) == [AddUsers(users=("alice", "bob"), accounts=(account,))]
+    # known users join the new account in its load WITHOUT a DefaultAccount (a load line with one would change
+    # an existing user's default); alice's bad default is fixed by a modify after the load
+    (load,) = ops_of_type(plan, AddAccountsDescribed)
+    assert isinstance(load, AddAccountTree)
+    assert load.users == (LoadUser(account, "alice"), LoadUser(account, "bob"))
+    assert ops_of_type(plan, AddUsers) == []
     assert ops_of_type(plan, SetDefaultAccount) == [SetDefaultAccount(users=("alice",), account=account)]
     kinds = [type(p.op) for p in plan.ops]
-    assert kinds.index(SetDefaultAccount) > kinds.index(AddUsers)
+    assert kinds.index(SetDefaultAccount) > kinds.index(AddAccountTree)
+
+
+def test_new_user_joining_an_existing_and_a_new_account_joins_by_add_user() -> None:
+    """The load never picks a new user's default: when it is an existing account, every join is an add user."""
+    carol = hexid()
+    done = order(limits={"cpu": 2}, created="2024-01-01T00:00:00")  # its account exists: only users to add
+    existing = f"hpc_{done.resource_uuid[:5]}_alloc"
+    acc = Acc(existing, PROJ_ACC, naming.resource_marker(done.resource_uuid), CUST_ACC, {"cpu": 120000})
+    fresh = order(created="2024-01-02T00:00:00")
+    team = [member(carol)]
+    plan = plan_orders([fresh, done], tree(acc), CONFIG, teams={done.resource_uuid: team, fresh.resource_uuid: team},
+                       offering_users=[ouser(carol, "carol")])
+    new_account = fresh_account(plan, fresh)
+    (load,) = ops_of_type(plan, AddAccountsDescribed)
+    assert not getattr(load, "users", ())
+    assert ops_of_type(plan, AddUsers) == [
+        AddUsers(users=("carol",), accounts=tuple(sorted((existing, new_account))), default_account=existing)
+    ]
+    # the other way round (the new account's order is older) the new account is her default: she joins it in
+    # the load with that default, and the existing account by add user after it
+    fresh = order(created="2023-12-31T00:00:00")
+    plan = plan_orders([done, fresh], tree(acc), CONFIG, teams={done.resource_uuid: team, fresh.resource_uuid: team},
+                       offering_users=[ouser(carol, "carol")])
+    new_account = fresh_account(plan, fresh)
+    (load,) = ops_of_type(plan, AddAccountsDescribed)
+    assert isinstance(load, AddAccountTree) and load.users == (LoadUser(new_account, "carol", new_account),)
+    assert ops_of_type(plan, AddUsers) == [AddUsers(users=("carol",), accounts=(existing,))]
 
 
 def test_homedirs_for_added_users_when_enabled() -> None:

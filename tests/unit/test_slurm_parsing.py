@@ -23,6 +23,8 @@ from waldur_slurm.slurm.errors import (
 from waldur_slurm.slurm.ops import (
     AddAccounts,
     AddAccountsDescribed,
+    AddAccountTree,
+    LoadUser,
     AddUsers,
     CancelJobs,
     CreateHomedirs,
@@ -475,6 +477,36 @@ def test_load_file() -> None:
     )
     with pytest.raises(InvalidValue):
         AddAccountsDescribed(entries=(("a", "x"), ("a", "y")), parent="p")
+
+
+def test_load_file_with_the_users_of_the_new_accounts() -> None:
+    customer = AddAccountsDescribed(entries=(("c1", "cust"),), parent="root")
+    allocations = AddAccountsDescribed(entries=(("a1", "r1"), ("a2", "r2")), parent="c1")
+    users = (LoadUser("a2", "bob"), LoadUser("a1", "new", default_account="a1"), LoadUser("a2", "new"))
+    op = AddAccountTree.of([customer, allocations], users)
+    assert isinstance(op, AddAccountTree)
+    assert op.load_file("testcluster") == (
+        "Cluster - 'testcluster'\n"
+        "Parent - 'root'\n"
+        "Account - 'c1':Description='cust'\n"
+        "Parent - 'c1'\n"
+        "Account - 'a1':Description='r1'\n"
+        "Account - 'a2':Description='r2'\n"
+        "Parent - 'a1'\n"
+        "User - 'new':DefaultAccount='a1'\n"
+        "Parent - 'a2'\n"
+        "User - 'bob'\n"
+        "User - 'new'\n"
+    )
+    assert op.describe().endswith("; add user(s) bob -> a2, new -> a1 (default), new -> a2")
+    # one group with users is still a tree (the users need the load's user lines)
+    assert isinstance(AddAccountTree.of([allocations], users), AddAccountTree)
+    with pytest.raises(InvalidValue, match="only to the accounts it creates"):
+        AddAccountTree.of([allocations], [LoadUser("elsewhere", "bob")])
+    with pytest.raises(InvalidValue, match="two defaults"):
+        AddAccountTree.of([allocations], [LoadUser("a1", "u", "a1"), LoadUser("a2", "u", "a2")])
+    with pytest.raises(InvalidValue, match="user"):
+        LoadUser("a1", "bad name'")
 
 
 def test_describe_is_readable_and_short() -> None:

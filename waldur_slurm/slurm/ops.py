@@ -202,32 +202,84 @@ class AddAccountsDescribed:
 
 
 @dataclass(frozen=True)
+class LoadUser:
+    """A user's association in an account created by the same load.
+
+    ``default_account`` only for a user SLURM does not know yet (a load line with ``DefaultAccount`` for an
+    existing user would change their default).
+    """
+
+    account: str
+    user: str
+    default_account: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_account(self.account, "account")
+        validate_user(self.user, "user")
+        if self.default_account is not None:
+            validate_account(self.default_account, "default_account")
+
+    def load_line(self) -> str:
+        line = f"User - '{self.user}'"
+        return line + (f":DefaultAccount='{self.default_account}'" if self.default_account else "")
+
+
+@dataclass(frozen=True)
 class AddAccountTree(AddAccountsDescribed):
     """Several ``AddAccountsDescribed`` groups (customers, projects, allocations, each under its own
-    parent) in ONE load file: one process and one transaction for every new account of the cycle.
+    parent) and the users of the new accounts in ONE load file: one process and one transaction for every
+    new account and new-account association of the cycle.
 
     A sacctmgr load file may switch parents with further ``Parent -`` lines (checked on 22.05: a
-    customer, two projects under it and an allocation under each in one load, 0.9 s). Groups are in
-    parent-before-child order. ``SlurmClient.apply`` runs it as any ``AddAccountsDescribed``; the pull planner builds it.
+    customer, two projects under it and an allocation under each in one load, 0.9 s); ``User -`` lines
+    after ``Parent - '<account>'`` add associations (measured on 22.05: 100 new accounts with two new users
+    each, see docs/benchmarks.md; as ``add user`` commands each association commits on its own, ~0.7 s per
+    command). Groups are in parent-before-child order, users last. ``SlurmClient.apply`` runs it as any
+    ``AddAccountsDescribed``; the pull planner builds it.
     """
 
     groups: tuple[AddAccountsDescribed, ...] = ()
+    users: tuple[LoadUser, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        names = set(self.names)
+        for u in self.users:
+            if u.account not in names:
+                raise InvalidValue("account", u.account, "a load adds users only to the accounts it creates")
+        defaults: dict[str, str] = {}
+        for u in self.users:
+            if u.default_account is not None and defaults.setdefault(u.user, u.default_account) != u.default_account:
+                raise InvalidValue("default_account", u.default_account, f"user {u.user} has two defaults in one load")
 
     @classmethod
-    def of(cls, groups: Sequence[AddAccountsDescribed]) -> AddAccountsDescribed:
-        if len(groups) == 1:
+    def of(cls, groups: Sequence[AddAccountsDescribed], users: Sequence[LoadUser] = ()) -> AddAccountsDescribed:
+        if len(groups) == 1 and not users:
             return groups[0]
         entries = tuple(e for g in groups for e in g.entries)
-        return cls(entries=entries, parent=groups[0].parent, groups=tuple(groups))
+        return cls(entries=entries, parent=groups[0].parent, groups=tuple(groups), users=tuple(users))
 
     def load_file(self, cluster: str) -> str:
         lines = [f"Cluster - '{validate_account(cluster, 'cluster')}'"]
         for group in self.groups:
             lines.extend(group.load_file(cluster).splitlines()[1:])  # each group's lines minus its Cluster line
+        account = None
+        for u in sorted(self.users, key=lambda u: (u.account, u.user)):
+            if u.account != account:
+                account = u.account
+                lines.append(f"Parent - '{account}'")
+            lines.append(u.load_line())
         return "\n".join(lines) + "\n"
 
     def describe(self) -> str:
-        return "one load: " + "; ".join(g.describe() for g in self.groups)
+        users = ""
+        if self.users:
+            shown = ", ".join(
+                f"{u.user} -> {u.account}" + (" (default)" if u.default_account else "") for u in self.users[:8]
+            )
+            more = f", ... ({len(self.users)} total)" if len(self.users) > 8 else ""
+            users = f"; add user(s) {shown}{more}"
+        return "one load: " + "; ".join(g.describe() for g in self.groups) + users
 
 
 @dataclass(frozen=True)
