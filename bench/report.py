@@ -180,7 +180,7 @@ def markdown(results: dict[str, Any], plots: list[str] | None = None, plot_prefi
         "",
         "Wall: median of the runs (min-max) of the cycle alone, in a fresh agent process. SLURM s: the part of the "
         "wall spent waiting for SLURM processes. CPU: the agent's own user+system seconds. HTTP: requests the agent "
-        "sent (median per method). Peak RSS: the agent process's `ru_maxrss` after the cycle (highest of the runs).",
+        "sent (median per method). Peak RSS: the agent process's `VmHWM` after the cycle (highest of the runs).",
         "",
         "| scenario | mode | N | runs | wall s (min-max) | SLURM s | agent CPU s | SLURM processes | HTTP requests | Waldur writes | peak RSS MB |",
         "|---|---|---:|---:|---|---:|---:|---:|---|---:|---:|",

@@ -8,7 +8,7 @@ another in this process, as the daemon's loop runs them. For every cycle it reco
   ``startup`` reports them);
 - ``slurm_processes``: processes (native) or execs (docker) the executor started during the cycle;
 - ``http``: requests by method the Waldur facade sent during the cycle (retries included);
-- ``rss_mb``: peak resident set size of this process so far (``ru_maxrss``), i.e. the agent's own peak,
+- ``rss_mb``: peak resident set size of this process so far (``VmHWM``), i.e. the agent's own peak,
   SLURM child processes excluded;
 - ``cpu``: user+system CPU seconds of this process during the cycle.
 
@@ -30,7 +30,14 @@ CYCLES = ("push", "pull", "membership")
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+    """Peak resident set of THIS process image (``VmHWM``). Not ``ru_maxrss``: Linux carries that across
+    fork+exec, so a worker spawned by the bench driver (which holds the stand-in and its request log)
+    would report the driver's size (measured: a child of a 300 MB parent shows ru_maxrss 313 MB, VmHWM 14 MB)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _cpu() -> float:
