@@ -113,6 +113,11 @@ MAX_ACCOUNTS_ARG = 100_000
 SACCT_FORMAT = "JobID,Account,User,State,ElapsedRaw,ReqTRES,AllocTRES,Start,End"
 DEFAULT_WRITE_LOCK = "/run/lock/waldur-slurm-agent.sacctmgr.lock"
 STATE_ACCOUNT_FORMAT = "account,parentname,user,grptresmins,cluster,organization,description"
+# Without it slurmdbd fills every association's inherited Max* limits with one `get_parent_limits` stored
+# procedure call per change of parent in lft order, about two calls per allocation account (its own row and
+# its users' rows): that was most of the dump's time at N=1,000 (measured in bench/; see docs/benchmarks.md).
+# The fields read here (parent, users, GrpTRESMins, which is never inherited) are the same either way.
+WITHOUT_PARENT_LIMITS = "WOPLimits"
 
 _SUCCESS_MARKERS = (
     " Adding Account(s)",
@@ -289,7 +294,7 @@ class SlurmClient:
         where = f" where cluster={self.cluster}" if self.cluster else ""
         accounts_out, users_out = self._sacctmgr_read(
             [
-                f"list account withassoc{where} format={STATE_ACCOUNT_FORMAT}",
+                f"list account withassoc {WITHOUT_PARENT_LIMITS}{where} format={STATE_ACCOUNT_FORMAT}",
                 "list user format=user,defaultaccount",
             ]
         )
@@ -484,7 +489,7 @@ class SlurmClient:
         cluster_opt = [f"cluster={self.cluster}"] if self.cluster else []
         for chunk in _chunk_names(sorted(names), MAX_ACCOUNTS_ARG):
             argv = [
-                "sacctmgr", "-i", "--noheader", "--parsable2", "list", "association",
+                "sacctmgr", "-i", "--noheader", "--parsable2", "list", "association", WITHOUT_PARENT_LIMITS,
                 "where", f"account={','.join(chunk)}", *cluster_opt, "format=account,parentname,user",
             ]  # fmt: skip
             result = self._check(argv, self._run(argv))
