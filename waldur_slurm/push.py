@@ -42,6 +42,7 @@ Decisions:
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -107,6 +108,10 @@ class Held:
     totals: dict[str, dict[str, Decimal]] = field(default_factory=dict)  # resource -> type -> amount
     usage_uuids: dict[str, dict[str, str]] = field(default_factory=dict)  # resource -> type -> uuid
     users: dict[str, dict[str, dict[str, Decimal]]] = field(default_factory=dict)  # resource -> type -> user -> amount
+
+    def record_count(self) -> int:
+        """ComponentUsage records of the month (what an offering-wide list of them returns)."""
+        return sum(len(types) for types in self.usage_uuids.values())
 
     @classmethod
     def from_lists(cls, usages: Iterable[ComponentUsage], user_usages: Iterable[UserUsage]) -> Held:
@@ -324,12 +329,60 @@ def backfill_types(offering: Offering, components: Mapping[str, Component], *, s
 # The reporter
 
 
+def offering_wide_lookup(waiting: int, records: int, page_size: int) -> bool:
+    """Whether one offering-wide list of a month's ComponentUsages (about ``records`` of them, in pages of
+    ``page_size``) costs fewer requests than one list for each of the ``waiting`` resources."""
+    return waiting > 0 and math.ceil(max(records, 1) / max(page_size, 1)) < waiting
+
+
 @dataclass
 class _Outcome:
     writes: int = 0
     error: WaldurError | None = None
     auth_error: WaldurAuthError | None = None
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _UserUsageWrites:
+    """The per-user usages of one resource and month, written after its total."""
+
+    rp: ResourcePlan
+    month: MonthWrites
+    uuids: dict[str, str]  # component type -> ComponentUsage uuid, as far as known
+    looked_up: bool = False  # the offering-wide list was read after the total was written
+    failed: bool = False
+
+    def missing_types(self) -> list[str]:
+        return [t for t in self.month.per_user if t not in self.uuids]
+
+
+def _attempt(rp: ResourcePlan, out: _Outcome) -> Callable[[str, Callable[[], Any]], bool]:
+    """Run one write of a resource; record its error in the resource's outcome instead of raising."""
+
+    def attempt(what: str, fn: Callable[[], Any]) -> bool:
+        try:
+            fn()
+            return True
+        except WaldurAuthError as e:
+            out.auth_error = out.auth_error or e
+        except WaldurError as e:
+            # a permanent error outranks a transient one in the outcome of the resource
+            if out.error is None or isinstance(out.error, WaldurTransientError):
+                out.error = e
+            note = f"resource {rp.uuid} ({rp.account}): {what} failed: {e}"
+            out.notes.append(note)
+            log.warning(note)
+        return False
+
+    return attempt
+
+
+def _raiser(error: Exception) -> Callable[[], None]:
+    def fail() -> None:
+        raise error
+
+    return fail
 
 
 class PushReporter:
@@ -511,7 +564,7 @@ class PushReporter:
             report.notes.extend(f"planned: {line}" for line in lines)
             report.done = plan.unchanged + len(plan.resources)
             return
-        self._apply(plan, report)
+        self._apply(plan, report, {m.window.period: m.held.record_count() for m in months})
 
     def _slurm_failed(self, report: CycleReport, what: str, error: SlurmError) -> None:
         note = f"SLURM {what} failed ({error}); nothing reported or marked this cycle"
@@ -519,22 +572,29 @@ class PushReporter:
         log.warning(note)
 
     # ------------------------------------------------------------------ apply
-    def _apply(self, plan: PushPlan, report: CycleReport) -> None:
-        outcomes: list[_Outcome] = []
+    def _apply(self, plan: PushPlan, report: CycleReport, held_records: Mapping[Any, int]) -> None:
+        """Two passes over the resources: first every write but the per-user usages, then those. Per-user
+        usages need the uuid of the ComponentUsage that ``set_usage`` creates and answers no body for; when
+        many resources need one, a single offering-wide list (N/page_size requests) finds them all instead
+        of one list per resource (see ``offering_wide_lookup``)."""
+        outcomes = {id(rp): _Outcome() for rp in plan.resources}
+        per_user: list[_UserUsageWrites] = []
         lock = threading.Lock()
 
-        def run(rp: ResourcePlan) -> None:
-            outcome = self._apply_one(rp)
+        def first_pass(rp: ResourcePlan) -> None:
+            later = self._apply_one(rp, outcomes[id(rp)])
             with lock:
-                outcomes.append(outcome)
+                per_user.extend(later)
 
-        workers = max(1, int(self.settings.push_concurrency))
-        if plan.resources:
-            with ThreadPoolExecutor(max_workers=min(workers, len(plan.resources)), thread_name_prefix="push") as pool:
-                for future in [pool.submit(run, rp) for rp in plan.resources]:
-                    future.result()
+        self._in_pool(first_pass, plan.resources)
+        self._find_usage_uuids(per_user, outcomes, held_records)
+        by_resource: dict[int, list[_UserUsageWrites]] = {}
+        for item in per_user:
+            by_resource.setdefault(id(item.rp), []).append(item)
+        self._in_pool(lambda items: self._write_user_usages(items, outcomes[id(items[0].rp)]), list(by_resource.values()))
+
         failed = deferred = 0
-        for outcome in outcomes:
+        for outcome in outcomes.values():
             report.writes += outcome.writes
             report.notes.extend(outcome.notes)
             if outcome.auth_error is not None:
@@ -549,24 +609,19 @@ class PushReporter:
         report.deferred += deferred
         report.done += plan.unchanged + len(outcomes) - failed - deferred
 
-    def _apply_one(self, rp: ResourcePlan) -> _Outcome:
-        """Every write of one resource. Independent parts (usage, limits, associations) go on after a failure."""
-        out = _Outcome()
+    def _in_pool(self, fn: Callable[[Any], None], items: Sequence[Any]) -> None:
+        workers = max(1, int(self.settings.push_concurrency))
+        if not items:
+            return
+        with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="push") as pool:
+            for future in [pool.submit(fn, item) for item in items]:
+                future.result()
 
-        def attempt(what: str, fn: Callable[[], Any]) -> bool:
-            try:
-                fn()
-                return True
-            except WaldurAuthError as e:
-                out.auth_error = out.auth_error or e
-            except WaldurError as e:
-                # a permanent error outranks a transient one in the outcome of the resource
-                if out.error is None or isinstance(out.error, WaldurTransientError):
-                    out.error = e
-                note = f"resource {rp.uuid} ({rp.account}): {what} failed: {e}"
-                out.notes.append(note)
-                log.warning(note)
-            return False
+    def _apply_one(self, rp: ResourcePlan, out: _Outcome) -> list[_UserUsageWrites]:
+        """Every write of one resource but its per-user usages, which it returns for the second pass.
+        Independent parts (usage, limits, associations) go on after a failure."""
+        attempt = _attempt(rp, out)
+        later: list[_UserUsageWrites] = []
 
         def wrote(fn: Callable[[], Any]) -> Callable[[], None]:
             def go() -> None:
@@ -577,20 +632,73 @@ class PushReporter:
 
         if rp.erred_message:
             attempt("mark erred", lambda: self._mark_erred(rp, out))
-            return out
+            return later
         if rp.recover and not attempt("mark OK", wrote(lambda: self.waldur.mark_resource_ok(rp.uuid))):
-            return out  # Waldur refuses usage for an erred resource; try again next cycle
+            return later  # Waldur refuses usage for an erred resource; try again next cycle
         if rp.recover:
             log.info("resource %s (%s): recovered, its SLURM account exists again", rp.uuid, rp.account)
         for month in rp.months:
-            attempt(f"usage {month.window.period:%Y-%m}", lambda m=month: self._write_month(rp, m, out))
+            if month.totals and not attempt(f"usage {month.window.period:%Y-%m}", wrote(
+                lambda m=month: self.waldur.set_usage(rp.uuid, m.totals, date=m.window.report_date)
+            )):
+                continue  # per-user usages belong to the total that was not written
+            if month.per_user:
+                later.append(_UserUsageWrites(rp, month, dict(month.usage_uuids)))
         if rp.limits is not None:
             attempt("set limits", wrote(lambda: self.waldur.set_limits(rp.uuid, rp.limits or {})))
         for user in rp.assoc_create:
             attempt(f"create association {user}", wrote(lambda u=user: self.waldur.create_association(rp.uuid, u)))
         for user in rp.assoc_delete:
             attempt(f"delete association {user}", wrote(lambda u=user: self.waldur.delete_association(rp.uuid, u)))
-        return out
+        return later
+
+    def _find_usage_uuids(
+        self, items: list[_UserUsageWrites], outcomes: Mapping[int, _Outcome], held_records: Mapping[Any, int]
+    ) -> None:
+        """Fill in the uuids of the ComponentUsages that ``set_usage`` just created, with one offering-wide
+        list per month where that takes fewer requests than one list per resource. Items left without
+        their uuids look them up one resource at a time in ``_write_user_usages``."""
+        by_period: dict[Any, list[_UserUsageWrites]] = {}
+        for item in items:
+            if item.missing_types():
+                by_period.setdefault(item.month.window.period, []).append(item)
+        for period, waiting in sorted(by_period.items()):
+            records = held_records.get(period, 0) + sum(len(i.missing_types()) for i in waiting)
+            if not offering_wide_lookup(len(waiting), records, self.waldur.page_size):
+                continue
+            try:
+                listed = self.waldur.list_component_usages(period)
+            except WaldurError as e:
+                for item in waiting:
+                    _attempt(item.rp, outcomes[id(item.rp)])(f"usage records {period:%Y-%m}", _raiser(e))
+                    item.failed = True
+                continue
+            found: dict[str, dict[str, str]] = {}
+            for cu in listed:
+                if cu.resource_uuid:
+                    found.setdefault(cu.resource_uuid, {})[cu.type] = cu.uuid
+            for item in waiting:
+                item.uuids.update(found.get(item.rp.uuid, {}))
+                item.looked_up = True
+
+    def _write_user_usages(self, items: list[_UserUsageWrites], out: _Outcome) -> None:
+        attempt = _attempt(items[0].rp, out)
+        for item in items:
+            if not item.failed:
+                attempt(f"user usage {item.month.window.period:%Y-%m}", lambda i=item: self._write_one_month_users(i, out))
+
+    def _write_one_month_users(self, item: _UserUsageWrites, out: _Outcome) -> None:
+        rp, window = item.rp, item.month.window
+        if item.missing_types() and not item.looked_up:
+            for cu in self.waldur.list_component_usages(window.period, resource_uuid=rp.uuid):
+                item.uuids[cu.type] = cu.uuid
+        for ctype, users in sorted(item.month.per_user.items()):
+            usage_uuid = item.uuids.get(ctype)
+            if usage_uuid is None:
+                out.notes.append(f"resource {rp.uuid}: no {ctype} usage record for {window.period:%Y-%m}; user usage not reported")
+                continue
+            self.waldur.set_user_usages(usage_uuid, users)
+            out.writes += 1
 
     def _mark_erred(self, rp: ResourcePlan, out: _Outcome) -> None:
         # Re-read just before the only destructive write of the cycle: the pull daemon may have started an
@@ -602,27 +710,6 @@ class PushReporter:
         self.waldur.mark_resource_erred(rp.uuid, rp.erred_message or missing_account_message(rp.account))
         out.writes += 1
         log.warning("resource %s marked erred: %s", rp.uuid, rp.erred_message)
-
-    def _write_month(self, rp: ResourcePlan, month: MonthWrites, out: _Outcome) -> None:
-        window = month.window
-        if month.totals:
-            self.waldur.set_usage(rp.uuid, month.totals, date=window.report_date)
-            out.writes += 1
-        if not month.per_user:
-            return
-        uuids = dict(month.usage_uuids)
-        if any(ctype not in uuids for ctype in month.per_user):
-            # set_usage just created these ComponentUsage records; their uuids come from one list call.
-            for cu in self.waldur.list_component_usages(window.period, resource_uuid=rp.uuid):
-                uuids[cu.type] = cu.uuid
-        for ctype, users in sorted(month.per_user.items()):
-            usage_uuid = uuids.get(ctype)
-            if usage_uuid is None:
-                out.notes.append(f"resource {rp.uuid}: no {ctype} usage record for {window.period:%Y-%m}; user usage not reported")
-                continue
-            self.waldur.set_user_usages(usage_uuid, users)
-            out.writes += 1
-
 
 def _skip_empty(report: CycleReport, resource: Resource) -> bool:
     """A resource with an empty backend_id never reaches SLURM (B14); Waldur lists them when it ignores filters."""

@@ -69,3 +69,27 @@ def test_transient_write_errors_defer_and_waldur_down_writes_nothing(push_env_8:
     assert (up.failed, up.deferred, up.done) == (0, 0, 3), up.notes
     assert {r for (r, t) in env.usages(period) if t == "cpu"} == set(resources)
     assert {r for (r, t, u) in env.user_usages(period) if t == "cpu"} == set(resources)
+
+
+def test_the_uuid_lookup_failing_defers_only_the_user_usages(push_env_8: PushEnv) -> None:
+    """The offering-wide list that finds the new usage records answers 503 (every retry): the totals are in,
+    the per-user usages wait for the next cycle, which writes them and nothing else."""
+    env = push_env_8.setup()
+    _, resources = _three_busy_resources(env)
+    now = datetime.now(timezone.utc)
+    period = billing_window(now, env.settings().billing_timezone).period.isoformat()
+    reporter = env.reporter(now=lambda: now)
+    # the first list of the month's usages (what Waldur holds) passes; the lookup after set_usage fails
+    env.standin.inject_fault("/api/marketplace-component-usages/", status=503, count=None, method="GET", skip=1)
+    first = reporter.run_cycle()
+    env.standin.clear_faults()
+    assert (first.failed, first.deferred, first.done) == (0, 3, 0), first.notes
+    assert any("usage records" in n and "503" in n for n in first.notes), first.notes
+    assert {r for (r, t) in env.usages(period) if t == "cpu"} == set(resources)
+    assert env.user_usages(period) == {}
+
+    mark = env.mark()
+    second = reporter.run_cycle()
+    assert (second.failed, second.deferred, second.done) == (0, 0, 3), second.notes
+    assert {r for (r, t, u) in env.user_usages(period) if t == "cpu"} == set(resources)
+    assert {w for w in writes(env.requests_since(mark))} == {"POST /api/marketplace-component-usages/{uuid}/set_user_usages/"}

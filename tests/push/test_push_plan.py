@@ -8,7 +8,7 @@ from fractions import Fraction
 from typing import Any
 
 from waldur_slurm.components import Component
-from waldur_slurm.push import Held, MonthInput, backfill_types, missing_account_message, plan_push
+from waldur_slurm.push import Held, MonthInput, backfill_types, missing_account_message, offering_wide_lookup, plan_push
 from waldur_slurm.slurm.client import SlurmAccount, SlurmState
 from waldur_slurm.usage import Aggregate, AccountUsage, billing_window
 from waldur_slurm.waldur.models import ComponentUsage, Offering, Resource, UserUsage
@@ -142,3 +142,12 @@ def test_backfill_only_where_the_server_accepts_a_past_date() -> None:
     comps = {k: Component(k, k, "u", "usage", None, 1) for k in ("cpu", "mem", "gres/gpu", "billing")}
     assert set(backfill_types(offering, comps, staff=False)) == {"mem", "gres/gpu"}
     assert set(backfill_types(offering, comps, staff=True)) == {"cpu", "mem", "gres/gpu"}
+
+
+def test_offering_wide_lookup_only_when_it_takes_fewer_requests() -> None:
+    assert not offering_wide_lookup(0, 0, 300)  # nobody waits
+    assert not offering_wide_lookup(1, 1, 300)  # one list either way: the resource's own
+    assert offering_wide_lookup(2, 6, 300)  # one page instead of two lists
+    assert offering_wide_lookup(1000, 3000, 300)  # 10 pages instead of 1,000 lists
+    assert not offering_wide_lookup(5, 9000, 300)  # 30 pages of other resources' records: 5 lists are cheaper
+    assert not offering_wide_lookup(30, 9000, 300) and offering_wide_lookup(31, 9000, 300)

@@ -18,6 +18,7 @@ from waldur_slurm.usage import billing_window
 pytestmark = pytest.mark.slurm
 UTC = timezone.utc
 D = Decimal
+USAGES = "/api/marketplace-component-usages/"
 
 
 def test_real_jobs_give_exact_usage_per_component_and_user_then_nothing_changes(push_env: PushEnv) -> None:
@@ -103,8 +104,12 @@ def test_running_job_counts_up_to_now(push_env: PushEnv) -> None:
     wait_jobs_in_sacct([job], states=frozenset({"RUNNING"}))
     time.sleep(3)  # let the running job accumulate a few seconds
     now = datetime.now(UTC).replace(microsecond=0)
+    mark = env.mark()
     report = env.reporter(now=lambda: now).run_cycle()
     assert report.failed == 0, report.notes
+    # one resource waits for the uuids of its new usage records: one list for that resource, not offering-wide
+    lists = [e["query"] for e in env.requests_since(mark) if e["method"] == "GET" and e["route"] == USAGES]
+    assert len(lists) == 2 and "resource_uuid" not in lists[0] and "resource_uuid" in lists[1], lists
     window = billing_window(now, env.settings().billing_timezone)
     (upto_now,) = raw_sacct([acc], window.start, now)
     assert upto_now.elapsed >= 3

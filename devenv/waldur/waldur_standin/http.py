@@ -219,6 +219,7 @@ class Fault:
     delay: float = 0.0
     when: str = "before"
     remaining: int | None = 1
+    skip: int = 0  # matching requests that pass untouched before the fault starts
 
     def matches(self, method: str, path: str, template: str | None) -> bool:
         if self.method and self.method.upper() != method:
@@ -276,6 +277,9 @@ class Recorder:
         if when not in ("before", "after"):
             raise ApiError(400, {"when": ["before or after"]})
         count = spec.get("count", 1)
+        skip = spec.get("skip", 0)
+        if not isinstance(skip, int) or isinstance(skip, bool) or skip < 0:
+            raise ApiError(400, {"skip": ["a whole number >= 0"]})
         f = Fault(
             id=next(self.ids),
             path=spec.get("path", "*"),
@@ -285,6 +289,7 @@ class Recorder:
             delay=float(spec.get("delay", 0.0)),
             when=when,
             remaining=None if count is None else int(count),
+            skip=skip,
         )
         self.faults.append(f)
         return f
@@ -305,6 +310,9 @@ class Recorder:
     def _take(self, items: list[Any], method: str, path: str, template: str | None) -> Any:
         for it in items:
             if it.matches(method, path, template):
+                if getattr(it, "skip", 0) > 0:
+                    it.skip -= 1
+                    continue
                 if it.remaining is not None:
                     it.remaining -= 1
                     if it.remaining <= 0:

@@ -270,8 +270,9 @@ class StandIn:
         delay: float = 0.0,
         when: str = "before",
         method: str | None = None,
+        skip: int = 0,
     ) -> dict[str, Any]:
-        """The next ``count`` matching /api/ requests (None = all) fail.
+        """The next ``count`` matching /api/ requests (None = all) fail, after ``skip`` that pass untouched.
 
         ``path`` is a glob matched against the request path or the route template
         (e.g. ``"/api/marketplace-orders/*/approve_by_provider/"`` or ``"*"``).
@@ -280,7 +281,8 @@ class StandIn:
         after applying). kind ``delay``: sleep ``delay`` seconds, then handle the request normally (a client
         timeout; the server still applies it).
         """
-        body = {"path": path, "kind": kind, "status": status, "count": count, "delay": delay, "when": when, "method": method}
+        body = {"path": path, "kind": kind, "status": status, "count": count, "delay": delay, "when": when, "method": method,
+                "skip": skip}
         result: dict[str, Any] = self.control("POST", "faults", body)
         return result
 
