@@ -61,6 +61,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("WALDUR_MEMBERSHIP_PERIOD_SECONDS", "300", "period of the membership pass of the pull daemon"),
     Variable("WALDUR_PUSH_PERIOD_SECONDS", "3600", "period of the push (usage reporting) cycle"),
     Variable("WALDUR_PUSH_CONCURRENCY", "8", "how many Waldur writes the push daemon runs at once"),
+    Variable("WALDUR_READ_CONCURRENCY", "8", "how many per-resource Waldur reads (project teams) the pull daemon runs at once"),
     Variable("WALDUR_BILLING_TIMEZONE", "UTC", "timezone of the billing month (IANA name)"),
     Variable("WALDUR_HEARTBEAT_FILE", None, "file touched after every successful cycle (for health checks)"),
     Variable("WALDUR_METRICS_PORT", "0", "port of the Prometheus /metrics and /healthz endpoint; 0 disables it"),
@@ -107,6 +108,7 @@ class Settings:
     membership_period: float
     push_period: float
     push_concurrency: int
+    read_concurrency: int
     billing_timezone: ZoneInfo
     heartbeat_file: str | None
     metrics_port: int
@@ -347,6 +349,7 @@ def load_settings(environ: Mapping[str, str], *, need_direction: bool = False) -
         membership_period=r.number("WALDUR_MEMBERSHIP_PERIOD_SECONDS", float, 1, 86400),
         push_period=r.number("WALDUR_PUSH_PERIOD_SECONDS", float, 1, 86400),
         push_concurrency=r.number("WALDUR_PUSH_CONCURRENCY", int, 1, 64),
+        read_concurrency=r.number("WALDUR_READ_CONCURRENCY", int, 1, 64),
         billing_timezone=timezone,
         heartbeat_file=r.raw("WALDUR_HEARTBEAT_FILE"),
         metrics_port=r.number("WALDUR_METRICS_PORT", int, 0, 65535),

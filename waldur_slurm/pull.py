@@ -200,18 +200,20 @@ class PullReconciler:
         offering_users: list[OfferingUser] = []
         if creates:
             offering_users = self.waldur.list_offering_users()
+            read = self.waldur.teams([o.resource_uuid for o in creates if o.resource_uuid], workers=self._read_workers())
             for order in creates:
                 assert order.resource_uuid is not None
-                try:
-                    teams[order.resource_uuid] = self.waldur.team(order.resource_uuid)
-                except WaldurTransientError as exc:
-                    outcome.deferred[order.uuid] = f"team not read: {exc}"
-                except WaldurAuthError:
-                    raise
-                except WaldurError as exc:
-                    outcome.deferred[order.uuid] = f"team not read: {exc}"
-                    self.log.warning("order %s: cannot read the team of %s: %s", order.uuid, order.resource_uuid, exc)
+                team = read.get(order.resource_uuid)
+                if isinstance(team, list):
+                    teams[order.resource_uuid] = team
+                    continue
+                outcome.deferred[order.uuid] = f"team not read: {team}"
+                if not isinstance(team, WaldurTransientError):
+                    self.log.warning("order %s: cannot read the team of %s: %s", order.uuid, order.resource_uuid, team)
         return resources, teams, offering_users
+
+    def _read_workers(self) -> int:
+        return max(1, int(getattr(self.settings, "read_concurrency", 1)))
 
     def _pre_work(self, p: OrderPlan, outcome: _Outcome, refreshed: dict[str, Order]) -> None:
         """Reject, err or skip what needs no SLURM work; approve pending orders that have work."""
@@ -402,14 +404,12 @@ class PullReconciler:
             self.log.warning("membership: cannot list offering users (%s); next pass", exc)
             report.deferred = len(resources)
             return
-        for r in managed:
-            try:
-                teams[r.uuid] = self.waldur.team(r.uuid)
-            except WaldurAuthError:
-                raise
-            except WaldurError as exc:
+        for uuid, team in self.waldur.teams([r.uuid for r in managed], workers=self._read_workers()).items():
+            if isinstance(team, list):
+                teams[uuid] = team
+            else:
                 report.deferred += 1
-                self.log.warning("membership: team of %s not read (%s)", r.uuid, exc)
+                self.log.warning("membership: team of %s not read (%s)", uuid, team)
         plan = plan_membership(managed, state, config, teams=teams, offering_users=offering_users)
         for note in plan.notes:
             self.log.info("membership: %s", note)

@@ -13,6 +13,7 @@ from waldur_standin.testing import StandIn
 from waldur_slurm import USER_AGENT
 from waldur_slurm.waldur.client import WaldurClient
 from waldur_slurm.waldur.errors import (
+    WaldurAuthError,
     WaldurConflict,
     WaldurNotFound,
     WaldurPermanentError,
@@ -31,6 +32,11 @@ def project_with_member(w: StandIn, username: str = "alice", role: str = "admin"
     user = w.add_user(username)
     w.add_team_member(project, user["uuid"], role)
     return project, user
+
+
+def last_seq(w: StandIn) -> int:
+    log = w.requests()
+    return int(log[-1]["seq"]) if log else 0
 
 
 def api_posts(w: StandIn, route_suffix: str) -> list[dict[str, Any]]:
@@ -328,6 +334,37 @@ def test_get_unknown_resource_is_not_found(waldur_client_any: WaldurClient) -> N
     with pytest.raises(WaldurNotFound) as err:
         waldur_client_any.get_resource("0" * 32)
     assert err.value.status == 404
+
+
+def test_teams_of_many_resources_are_read_side_by_side(waldur_client_any: WaldurClient) -> None:
+    """One team request per resource, up to ``workers`` in flight at once; a resource whose team fails maps
+    to its error, the others are read; a refused token is raised, and the reads not yet started are not sent."""
+    client = waldur_client_any
+    w: StandIn = client.standin  # type: ignore[attr-defined]
+    project, _ = project_with_member(w)
+    resources = w.create_resources(client.offering_uuid, project, 8)
+    team_route = "/api/marketplace-provider-resources/*/team/"
+    # each team request takes 0.3 s on the server: read one at a time, none would overlap another
+    w.inject_fault(team_route, kind="delay", delay=0.3, count=None, method="GET")
+    mark = last_seq(w)
+    teams = client.teams(resources, workers=4)
+    log = [e for e in w.requests(mark) if e["path"].endswith("/team/")]
+    assert sorted(teams) == sorted(resources) and all(isinstance(t, list) and len(t) == 1 for t in teams.values())
+    assert len(log) == 8
+    most_in_flight = max(sum(1 for o in log if o["time"] <= e["time"] < o["finished"]) for e in log)
+    assert 2 <= most_in_flight <= 4, most_in_flight
+    w.clear_faults()
+
+    w.inject_fault(team_route, status=404, count=1, method="GET")
+    teams = client.teams(resources[:3], workers=4)
+    failed = [u for u, t in teams.items() if isinstance(t, WaldurNotFound)]
+    assert len(failed) == 1 and all(isinstance(teams[u], list) for u in resources[:3] if u not in failed)
+
+    w.expire_token(w.provider_user_uuid)
+    mark = last_seq(w)
+    with pytest.raises(WaldurAuthError):
+        client.teams(resources, workers=1)
+    assert len(w.requests(mark)) == 1  # the first 401 stops the pass
 
 
 def test_team_and_offering_users(waldur_client_any: WaldurClient) -> None:

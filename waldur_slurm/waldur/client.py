@@ -34,6 +34,7 @@ import logging
 import re
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import parse_qs, urlsplit
@@ -116,7 +117,7 @@ from waldur_api_client.models import (
 from waldur_api_client.types import UNSET
 
 from .. import USER_AGENT
-from .errors import WaldurConflict, WaldurError, WaldurNotFound, WaldurPermanentError, WaldurTransientError
+from .errors import WaldurAuthError, WaldurConflict, WaldurError, WaldurNotFound, WaldurPermanentError, WaldurTransientError
 from .models import (
     ComponentUsage,
     CurrentUser,
@@ -666,6 +667,33 @@ class WaldurClient:
         """Project members of the resource with their cluster login for this offering (one unpaginated call)."""
         resp = self._send(marketplace_provider_resources_team_list, uuid=resource_uuid)
         return [TeamMember.from_json(d) for d in self._items(resp)]
+
+    def teams(self, resource_uuids: Iterable[str], *, workers: int = 1) -> dict[str, list[TeamMember] | WaldurError]:
+        """``team`` of each resource, up to ``workers`` requests at once: Waldur has no offering-wide list of
+        teams, and one request at a time costs N round trips per pass. A resource whose team cannot be read
+        maps to its error; an authentication error (the token is refused) is raised."""
+        uuids = list(dict.fromkeys(resource_uuids))
+        out: dict[str, list[TeamMember] | WaldurError] = {}
+
+        def one(uuid: str) -> None:
+            try:
+                out[uuid] = self.team(uuid)
+            except WaldurAuthError:
+                raise
+            except WaldurError as exc:
+                out[uuid] = exc
+
+        if workers <= 1 or len(uuids) <= 1:
+            for uuid in uuids:
+                one(uuid)
+            return out
+        pool = ThreadPoolExecutor(max_workers=min(workers, len(uuids)), thread_name_prefix="waldur-read")
+        try:
+            for future in [pool.submit(one, uuid) for uuid in uuids]:
+                future.result()  # an auth error: the reads not yet started are cancelled
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return out
 
     def plan_periods(self, resource_uuid: str) -> list[PlanPeriod]:
         resp = self._send(marketplace_provider_resources_plan_periods_list, uuid=resource_uuid)

@@ -379,6 +379,7 @@ def recording_middleware(recorder: Recorder) -> Any:
             body = resp.body if isinstance(resp, web.Response) else None
             entry["response_body"] = body.decode("utf-8", "replace") if isinstance(body, bytes) else ""
             entry["content_type"] = resp.content_type
+        entry["finished"] = time.time()
         return resp
 
     return middleware
