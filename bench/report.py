@@ -232,8 +232,10 @@ def markdown(results: dict[str, Any], plots: list[str] | None = None, plot_prefi
         lines += ["", "### Setup (not measured as agent work)", ""]
         for s in setup:
             if s["world"] == "push":
+                parts = [f"{s[k]:.0f} s {what}" for k, what in (("accounts_seconds", "adding the accounts and users"),
+                                                                  ("jobs_wait_seconds", "waiting for the jobs")) if k in s]
                 lines.append(f"- push world to N={s['n']:,}: {s['new_accounts']:,} new accounts, {s['new_jobs']:,} jobs, "
-                             f"{s['seconds']:.0f} s (mostly waiting for the jobs)")
+                             f"{s['seconds']:.0f} s" + (f" ({', '.join(parts)})" if parts else ""))
             else:
                 lines.append(f"- pull world N={s['n']:,}: {s['n']:,} orders and {2 * s['n']:,} users in the stand-in, "
                              f"{s['seconds']:.0f} s")

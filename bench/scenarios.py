@@ -220,13 +220,15 @@ class Runner:
             t0 = time.monotonic()
             start = len(self.slurm.push_accounts)
             self.slurm.grow_push(n)
+            accounts_seconds = time.monotonic() - t0
             self.slurm.submit_jobs(range(start, n))
             restore(standin, state)  # nothing reported yet for the resources of the smaller N either
             world.grow(n)
-            self.slurm.wait_jobs()
+            jobs_wait = self.slurm.wait_jobs()
             state = snapshot(standin, self.out_dir / f"push-{n}.state.json")
             self.results.setup.append({"world": "push", "n": n, "seconds": round(time.monotonic() - t0, 1),
-                                       "new_accounts": n - start, "new_jobs": n - start})
+                                       "new_accounts": n - start, "new_jobs": n - start,
+                                       "accounts_seconds": round(accounts_seconds, 1), "jobs_wait_seconds": round(jobs_wait, 1)})
             self._push_rows(world, state, n, "native", world.env())
             self._membership_rows(world, n)
             self._baseline(n)
