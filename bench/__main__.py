@@ -2,8 +2,9 @@
 
 Full mode (default): push N=100/1,000/3,000, pull N=10/100/300, docker push N=1,000 and pull N=100, three runs
 each (about an hour on the 2-core test machine, 26 minutes of it slurmdbd inserting the accounts from 1,000 to
-3,000; see docs/benchmarks.md). ``--quick``: small N, one run, the CI smoke test. Output: ``bench/results/<UTC timestamp>-<mode>/`` with ``results.json``, ``report.md`` and
-PNG plots; ``--publish`` also copies the report and plots to ``docs/benchmarks/``.
+3,000; see docs/benchmarks.md). ``--quick``: small N, one run, the CI smoke test. Output:
+``bench/results/<UTC timestamp>-<mode>/`` with ``results.json``, ``report.md`` and PNG plots; ``--publish``
+also copies the report and plots to ``docs/benchmarks/``.
 
 Exit status: 0 when every count target holds (SLURM processes, zero writes, every order done), 1 when one
 does not, 2 when the harness itself failed. Time, memory and ratio targets are reported, never enforced here.

@@ -200,7 +200,7 @@ class PullReconciler:
         offering_users: list[OfferingUser] = []
         if creates:
             offering_users = self.waldur.list_offering_users()
-            read = self.waldur.teams([o.resource_uuid for o in creates if o.resource_uuid], workers=self._read_workers())
+            read = self.waldur.teams([o.resource_uuid for o in creates if o.resource_uuid], workers=self.settings.read_concurrency)
             for order in creates:
                 assert order.resource_uuid is not None
                 team = read.get(order.resource_uuid)
@@ -211,9 +211,6 @@ class PullReconciler:
                 if not isinstance(team, WaldurTransientError):
                     self.log.warning("order %s: cannot read the team of %s: %s", order.uuid, order.resource_uuid, team)
         return resources, teams, offering_users
-
-    def _read_workers(self) -> int:
-        return max(1, int(getattr(self.settings, "read_concurrency", 1)))
 
     def _pre_work(self, p: OrderPlan, outcome: _Outcome, refreshed: dict[str, Order]) -> None:
         """Reject, err or skip what needs no SLURM work; approve pending orders that have work."""
@@ -404,7 +401,7 @@ class PullReconciler:
             self.log.warning("membership: cannot list offering users (%s); next pass", exc)
             report.deferred = len(resources)
             return
-        for uuid, team in self.waldur.teams([r.uuid for r in managed], workers=self._read_workers()).items():
+        for uuid, team in self.waldur.teams([r.uuid for r in managed], workers=self.settings.read_concurrency).items():
             if isinstance(team, list):
                 teams[uuid] = team
             else:

@@ -14,7 +14,7 @@ A cycle reads, plans (pure), then applies:
 4. **Plan** (``plan_push``, pure): per resource, the usage totals and per-user usages that grew, the limits
    that differ, the associations to add/remove, recovery of an erred resource whose account is back, or
    marking erred a resource whose account is gone from a successful dump.
-5. **Apply** with ``settings.push_concurrency`` threads; one resource's failure never stops the others.
+5. **Apply** with ``settings.push_concurrency`` threads (totals first, then per-user usages); one resource's failure never stops the others.
 
 If a SLURM read fails, nothing is written and nothing is marked erred (B6); the next cycle reports.
 
@@ -45,12 +45,12 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from waldur_slurm.concurrency import run_bounded
 from waldur_slurm.cycle import CycleReport
 from waldur_slurm.slurm.errors import SlurmError
 from waldur_slurm.slurm.ops import ACCOUNT_RE, MAX_NAME_LEN
@@ -351,10 +351,21 @@ class _UserUsageWrites:
     month: MonthWrites
     uuids: dict[str, str]  # component type -> ComponentUsage uuid, as far as known
     looked_up: bool = False  # the offering-wide list was read after the total was written
-    failed: bool = False
 
     def missing_types(self) -> list[str]:
         return [t for t in self.month.per_user if t not in self.uuids]
+
+
+def _record_failure(rp: ResourcePlan, out: _Outcome, what: str, error: WaldurError) -> None:
+    if isinstance(error, WaldurAuthError):
+        out.auth_error = out.auth_error or error
+        return
+    # a permanent error outranks a transient one in the outcome of the resource
+    if out.error is None or isinstance(out.error, WaldurTransientError):
+        out.error = error
+    note = f"resource {rp.uuid} ({rp.account}): {what} failed: {error}"
+    out.notes.append(note)
+    log.warning(note)
 
 
 def _attempt(rp: ResourcePlan, out: _Outcome) -> Callable[[str, Callable[[], Any]], bool]:
@@ -364,25 +375,11 @@ def _attempt(rp: ResourcePlan, out: _Outcome) -> Callable[[str, Callable[[], Any
         try:
             fn()
             return True
-        except WaldurAuthError as e:
-            out.auth_error = out.auth_error or e
         except WaldurError as e:
-            # a permanent error outranks a transient one in the outcome of the resource
-            if out.error is None or isinstance(out.error, WaldurTransientError):
-                out.error = e
-            note = f"resource {rp.uuid} ({rp.account}): {what} failed: {e}"
-            out.notes.append(note)
-            log.warning(note)
+            _record_failure(rp, out, what, e)
         return False
 
     return attempt
-
-
-def _raiser(error: Exception) -> Callable[[], None]:
-    def fail() -> None:
-        raise error
-
-    return fail
 
 
 class PushReporter:
@@ -572,7 +569,7 @@ class PushReporter:
         log.warning(note)
 
     # ------------------------------------------------------------------ apply
-    def _apply(self, plan: PushPlan, report: CycleReport, held_records: Mapping[Any, int]) -> None:
+    def _apply(self, plan: PushPlan, report: CycleReport, held_records: Mapping[date, int]) -> None:
         """Two passes over the resources: first every write but the per-user usages, then those. Per-user
         usages need the uuid of the ComponentUsage that ``set_usage`` creates and answers no body for; when
         many resources need one, a single offering-wide list (N/page_size requests) finds them all instead
@@ -586,12 +583,13 @@ class PushReporter:
             with lock:
                 per_user.extend(later)
 
-        self._in_pool(first_pass, plan.resources)
-        self._find_usage_uuids(per_user, outcomes, held_records)
+        workers = self.settings.push_concurrency
+        run_bounded(first_pass, plan.resources, workers, name="push")
         by_resource: dict[int, list[_UserUsageWrites]] = {}
-        for item in per_user:
+        for item in self._find_usage_uuids(per_user, outcomes, held_records):
             by_resource.setdefault(id(item.rp), []).append(item)
-        self._in_pool(lambda items: self._write_user_usages(items, outcomes[id(items[0].rp)]), list(by_resource.values()))
+        run_bounded(lambda items: self._write_user_usages(items, outcomes[id(items[0].rp)]), list(by_resource.values()),
+                    workers, name="push")
 
         failed = deferred = 0
         for outcome in outcomes.values():
@@ -608,14 +606,6 @@ class PushReporter:
         report.failed += failed
         report.deferred += deferred
         report.done += plan.unchanged + len(outcomes) - failed - deferred
-
-    def _in_pool(self, fn: Callable[[Any], None], items: Sequence[Any]) -> None:
-        workers = max(1, int(self.settings.push_concurrency))
-        if not items:
-            return
-        with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="push") as pool:
-            for future in [pool.submit(fn, item) for item in items]:
-                future.result()
 
     def _apply_one(self, rp: ResourcePlan, out: _Outcome) -> list[_UserUsageWrites]:
         """Every write of one resource but its per-user usages, which it returns for the second pass.
@@ -653,15 +643,17 @@ class PushReporter:
         return later
 
     def _find_usage_uuids(
-        self, items: list[_UserUsageWrites], outcomes: Mapping[int, _Outcome], held_records: Mapping[Any, int]
-    ) -> None:
+        self, items: list[_UserUsageWrites], outcomes: Mapping[int, _Outcome], held_records: Mapping[date, int]
+    ) -> list[_UserUsageWrites]:
         """Fill in the uuids of the ComponentUsages that ``set_usage`` just created, with one offering-wide
-        list per month where that takes fewer requests than one list per resource. Items left without
-        their uuids look them up one resource at a time in ``_write_user_usages``."""
-        by_period: dict[Any, list[_UserUsageWrites]] = {}
+        list per month where that takes fewer requests than one list per resource; returns the items still
+        to write (not those whose list failed). Items left without their uuids look them up one resource at
+        a time in ``_write_one_month_users``."""
+        by_period: dict[date, list[_UserUsageWrites]] = {}
         for item in items:
             if item.missing_types():
                 by_period.setdefault(item.month.window.period, []).append(item)
+        failed: set[int] = set()
         for period, waiting in sorted(by_period.items()):
             records = held_records.get(period, 0) + sum(len(i.missing_types()) for i in waiting)
             if not offering_wide_lookup(len(waiting), records, self.waldur.page_size):
@@ -670,8 +662,8 @@ class PushReporter:
                 listed = self.waldur.list_component_usages(period)
             except WaldurError as e:
                 for item in waiting:
-                    _attempt(item.rp, outcomes[id(item.rp)])(f"usage records {period:%Y-%m}", _raiser(e))
-                    item.failed = True
+                    _record_failure(item.rp, outcomes[id(item.rp)], f"usage records {period:%Y-%m}", e)
+                    failed.add(id(item))
                 continue
             found: dict[str, dict[str, str]] = {}
             for cu in listed:
@@ -680,12 +672,12 @@ class PushReporter:
             for item in waiting:
                 item.uuids.update(found.get(item.rp.uuid, {}))
                 item.looked_up = True
+        return [item for item in items if id(item) not in failed]
 
     def _write_user_usages(self, items: list[_UserUsageWrites], out: _Outcome) -> None:
         attempt = _attempt(items[0].rp, out)
         for item in items:
-            if not item.failed:
-                attempt(f"user usage {item.month.window.period:%Y-%m}", lambda i=item: self._write_one_month_users(i, out))
+            attempt(f"user usage {item.month.window.period:%Y-%m}", lambda i=item: self._write_one_month_users(i, out))
 
     def _write_one_month_users(self, item: _UserUsageWrites, out: _Outcome) -> None:
         rp, window = item.rp, item.month.window

@@ -34,7 +34,6 @@ import logging
 import re
 import ssl
 import time
-from concurrent.futures import ThreadPoolExecutor
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import parse_qs, urlsplit
@@ -117,6 +116,7 @@ from waldur_api_client.models import (
 from waldur_api_client.types import UNSET
 
 from .. import USER_AGENT
+from ..concurrency import run_bounded
 from .errors import WaldurAuthError, WaldurConflict, WaldurError, WaldurNotFound, WaldurPermanentError, WaldurTransientError
 from .models import (
     ComponentUsage,
@@ -683,16 +683,7 @@ class WaldurClient:
             except WaldurError as exc:
                 out[uuid] = exc
 
-        if workers <= 1 or len(uuids) <= 1:
-            for uuid in uuids:
-                one(uuid)
-            return out
-        pool = ThreadPoolExecutor(max_workers=min(workers, len(uuids)), thread_name_prefix="waldur-read")
-        try:
-            for future in [pool.submit(one, uuid) for uuid in uuids]:
-                future.result()  # an auth error: the reads not yet started are cancelled
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        run_bounded(one, uuids, workers, name="waldur-read")
         return out
 
     def plan_periods(self, resource_uuid: str) -> list[PlanPeriod]:
