@@ -106,12 +106,13 @@ def test_running_job_counts_up_to_now(push_env: PushEnv) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     mark = env.mark()
     report = env.reporter(now=lambda: now).run_cycle()
+    window = billing_window(now, env.settings().billing_timezone)
+    # read right after the cycle: sacct counts a running job's ElapsedRaw up to the moment of the query
+    (upto_now,) = raw_sacct([acc], window.start, now)
     assert report.failed == 0, report.notes
     # one resource waits for the uuids of its new usage records: one list for that resource, not offering-wide
     lists = [e["query"] for e in env.requests_since(mark) if e["method"] == "GET" and e["route"] == USAGES]
     assert len(lists) == 2 and "resource_uuid" not in lists[0] and "resource_uuid" in lists[1], lists
-    window = billing_window(now, env.settings().billing_timezone)
-    (upto_now,) = raw_sacct([acc], window.start, now)
     assert upto_now.elapsed >= 3
     period = window.period.isoformat()
     assert env.usages(period)[(res, "cpu")] == cents(D(2 * upto_now.elapsed) / 60)
