@@ -1,8 +1,10 @@
 """Crash safety: kill -9 the pull daemon at random points of a cycle, restart, check nothing is lost or doubled.
 
 Each batch of orders (Creates in two projects, an Update and a Terminate of earlier resources) goes to a real
-daemon process (``tests.pull.runner``) that is SIGKILLed a random time after the start of its cycle; up to
-three daemons in a row are cut that way (each starts from what the previous one left), until a daemon
+daemon process (``tests.pull.runner``) that is SIGKILLed at a random point of its cycle: a random time after
+its start, while it lists the orders, inside its sacctmgr write batch, or among the Waldur steps after it
+(each kind of aim once per round of four, in a random order, so every run cuts all of them); up to three
+daemons in a row are cut that way (each starts from what the previous one left), until a daemon
 finishes the batch; then a fresh reconciler (a restart: the agent keeps no local state) runs cycles until no
 order is left. Each daemon killed inside a cycle is one trial; a profile runs until 16 trials. After every
 batch:
@@ -39,6 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 KILLS_PER_PROFILE = 16  # daemons killed inside a cycle, x 2 profiles = 32 trials
 MAX_BATCHES = 16
 RULES = naming.NamingRules()
+AIMS = ["anywhere", "reads", "slurm write", "waldur steps"]
 
 
 class Runner:
@@ -49,6 +52,7 @@ class Runner:
             [sys.executable, "-m", "tests.pull.runner", "--wait"],
             cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
+        self.killed_mid_write = False  # whether a sacctmgr write of the daemon's was alive at the kill
 
     def go(self) -> None:
         assert self.proc.stdout is not None and self.proc.stdin is not None
@@ -74,6 +78,7 @@ class Runner:
         """
         finished = self.proc.poll()
         victims = [self.proc.pid, *descendants(self.proc.pid)]
+        self.killed_mid_write = any(is_slurm_write(pid) for pid in victims[1:])
         for pid in victims:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -109,6 +114,25 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def is_slurm_write(pid: int) -> bool:
+    """A sacctmgr process of the agent's write batch (its reads run with --parsable2)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return Path(argv[0]).name == "sacctmgr" and "--parsable2" not in argv
+
+
+def wait_for_slurm_write(runner: Runner, timeout: float = 30) -> None:
+    """Until the daemon runs its SLURM write batch (or ends)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and runner.proc.poll() is None:
+        if any(is_slurm_write(pid) for pid in descendants(runner.proc.pid)):
+            return
+        time.sleep(0.01)
+
+
 def wait_for_request(env: PullEnv, runner: Runner, since: int, match: Any, timeout: float = 30) -> None:
     """Until the daemon sends a matching request (or ends)."""
     deadline = time.monotonic() + timeout
@@ -118,8 +142,10 @@ def wait_for_request(env: PullEnv, runner: Runner, since: int, match: Any, timeo
         time.sleep(0.02)
 
 
-def kill_phase(requests: list[dict[str, Any]]) -> str:
-    """Where a daemon was killed, from the last Waldur request it made."""
+def kill_phase(requests: list[dict[str, Any]], mid_write: bool) -> str:
+    """Where a daemon was killed: in its SLURM write batch, or else by the last Waldur request it made."""
+    if mid_write:
+        return "in the SLURM write batch"
     posts = [e["path"] for e in requests if e["method"] == "POST"]
     if not requests:
         return "before any request"
@@ -127,7 +153,7 @@ def kill_phase(requests: list[dict[str, Any]]) -> str:
         return "after reads, before any write"
     last = posts[-1].rstrip("/").rsplit("/", 1)[-1]
     if last in ("approve_by_provider", "reject_by_provider"):
-        return "after approval (SLURM batch next)"
+        return "after approval, before set_backend_id"
     return "after set_backend_id or completion"
 
 
@@ -204,6 +230,7 @@ def run_trials(env: PullEnv, rng: random.Random, wanted_kills: int) -> tuple[int
     t = 0
     cycle_estimate = 3.0
     phases: Counter[str] = Counter()
+    aims: list[str] = []
     while kills < wanted_kills and t < MAX_BATCHES:
         started = time.monotonic()
         trial = f"profile {env.profile} batch {t}"
@@ -225,12 +252,18 @@ def run_trials(env: PullEnv, rng: random.Random, wanted_kills: int) -> tuple[int
             pool.append(Runner(proc_env))
             seen = len(env.standin.requests())
             runner.go()
-            aim = rng.random()
-            if aim < 0.4:  # anywhere in the cycle
+            if not aims:  # every kind of aim once per round, in a random order
+                aims = rng.sample(AIMS, k=len(AIMS))
+            aim = aims.pop()
+            if aim == "anywhere":
                 runner.wait(rng.uniform(0.0, cycle_estimate))
-            elif aim < 0.7:  # during the SLURM batch (it follows the approvals)
-                wait_for_request(env, runner, seen, lambda e: e["method"] == "POST")
-                runner.wait(rng.uniform(0.0, 1.5))
+            elif aim == "reads":  # while it lists the orders (a slow server keeps it there)
+                env.standin.inject_fault("/api/marketplace-orders/", kind="delay", delay=0.5, count=1, method="GET")
+                wait_for_request(env, runner, seen, lambda e: e["method"] == "GET" and e["path"] == "/api/marketplace-orders/")
+                runner.wait(rng.uniform(0.0, 0.4))
+            elif aim == "slurm write":  # inside the sacctmgr batch: half of a transaction or none
+                wait_for_slurm_write(runner)
+                runner.wait(rng.uniform(0.0, 0.1))
             else:  # among the Waldur steps after the SLURM batch
                 # They take a few ms against the local stand-in, less than one poll: a slow server (0.3 s per
                 # step) keeps the daemon in them long enough to be cut there, mid-request included.
@@ -244,7 +277,7 @@ def run_trials(env: PullEnv, rng: random.Random, wanted_kills: int) -> tuple[int
             if finished:
                 break  # that daemon finished the batch: nothing left to cut
             cut += 1
-            phases[kill_phase(env.standin.requests()[seen:])] += 1
+            phases[kill_phase(env.standin.requests()[seen:], runner.killed_mid_write)] += 1
         kills += cut
         # The restart: a fresh agent, no memory of the killed ones. The cluster is shared: when another
         # session's test has slurmdbd down, orders are (rightly) deferred; wait here, outside the agent.
@@ -274,8 +307,9 @@ def run_trials(env: PullEnv, rng: random.Random, wanted_kills: int) -> tuple[int
     for runner in pool:
         runner.kill()
     print(f"profile {env.profile}: kills by the last request the daemon made: {dict(phases)}")
-    # the kills must land all over the cycle, the Waldur steps after the SLURM batch included
-    assert len(phases) >= 3 and phases["after set_backend_id or completion"] > 0, dict(phases)
+    # the kills must land all over the cycle: the reads, the SLURM batch and the Waldur steps after it
+    for phase in ("after reads, before any write", "in the SLURM write batch", "after set_backend_id or completion"):
+        assert phases[phase] > 0, f"no kill {phase}: {dict(phases)}"
     return kills, t
 
 

@@ -407,6 +407,8 @@ async def _dispatch(request: web.Request, handler: Any) -> web.StreamResponse:
         return error_response(e)
     except web.HTTPException:
         raise
+    except ConnectionResetError:  # the client went away mid-body (a killed agent): nothing was applied
+        return web.Response(status=499, text="client closed request")
     except Exception:  # a bug in the stand-in: answer like Django does, and show the traceback
         import traceback
 
