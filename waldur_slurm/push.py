@@ -466,7 +466,7 @@ class PushReporter:
         if not accounts or window.end <= window.start:
             return Aggregate()
         records = self.slurm.read_usage(accounts, window.start, window.end, duplicates=self.settings.usage_count_requeues)
-        agg = aggregate(records, keys, source=self.settings.usage_tres_source, accounts=accounts)
+        agg = aggregate(records, keys, source=self.settings.usage_tres_source, accounts=accounts, window=window)
         for what in agg.fallbacks:
             log.info("%s: %s TRES column empty, used the other one", what, self.settings.usage_tres_source)
         for what in agg.unusable:

@@ -10,7 +10,8 @@ Formula (per account, per user, per TRES key in the components file)::
     waldur_units = round_half_up(tres_seconds / 60 / unit_factor, 2)
 
 ``ElapsedRaw`` comes from ``sacct --truncate`` over the billing window, so a job that crosses the window
-edge contributes only its part inside the window, and a running job contributes up to the window end.
+edge contributes only its part inside the window, and a running job contributes up to the window end
+(``elapsed_in_window`` holds the agent to that whatever sacct reports).
 """
 
 from __future__ import annotations
@@ -145,6 +146,22 @@ class JobLike(Protocol):
     elapsed_seconds: int
     req_tres: Mapping[str, Decimal]
     alloc_tres: Mapping[str, Decimal]
+    start: datetime | None  # aware; sacct --truncate puts it at the window start for earlier jobs
+
+
+def elapsed_in_window(record: JobLike, window: BillingWindow) -> int:
+    """The seconds of ``record`` inside ``window``: its ElapsedRaw, at most from its start to the window end.
+
+    The window ends at the cycle's ``now``. sacct 22.05 with ``--truncate`` stops a RUNNING job's
+    ElapsedRaw at ``--endtime`` (measured), but a job still has no end in slurmdbd while it runs, and
+    an ElapsedRaw counted to the query instead would bill seconds the next cycle bills again in a later
+    window. Clipped here, a running job is billed up to ``now`` exactly, whatever the SLURM version.
+    """
+    elapsed = int(record.elapsed_seconds)
+    if record.start is None or elapsed <= 0:
+        return max(elapsed, 0)
+    inside = int((window.end - max(record.start, window.start)).total_seconds())
+    return max(0, min(elapsed, inside))
 
 
 @dataclass
@@ -183,12 +200,15 @@ def aggregate(
     *,
     source: str = "alloc",
     accounts: Collection[str] | None = None,
+    window: BillingWindow | None = None,
 ) -> Aggregate:
     """Sum ``TRES x ElapsedRaw`` per account, per user and per TRES key, exactly.
 
     ``keys`` is the allow-list (the components file); other TRES (node, energy, billing when not sold)
     are ignored. ``accounts`` (optional) keeps only those accounts. Account names compare case-
     insensitively, because sacctmgr lower-cases them. Records with no elapsed time contribute nothing.
+    ``window`` (optional), the window sacct was asked for, clips each record's time to it
+    (``elapsed_in_window``).
     """
     if source not in ("alloc", "req"):
         raise ValueError(f"source must be 'alloc' or 'req', not {source!r}")
@@ -199,7 +219,7 @@ def aggregate(
         account = record.account.lower()
         if wanted is not None and account not in wanted:
             continue
-        elapsed = int(record.elapsed_seconds)
+        elapsed = int(record.elapsed_seconds) if window is None else elapsed_in_window(record, window)
         if elapsed <= 0:
             continue
         tres, fell_back = _tres_of(record, source)

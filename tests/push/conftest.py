@@ -54,6 +54,7 @@ class RawJob:
     alloc: dict[str, Decimal]
     elapsed: int
     state: str
+    start: datetime | None = None  # UTC; --truncate puts an earlier job's start at the window start
 
 
 def _tres(text: str) -> dict[str, Decimal]:
@@ -75,7 +76,7 @@ def raw_sacct(accounts: Sequence[str], start: datetime, end: datetime, *, duplic
     argv = [
         "sacct", "--parsable2", "--noheader", "--noconvert", "--allusers", "--allocations", "--truncate",
         f"--starttime={start.astimezone(timezone.utc).strftime(fmt)}", f"--endtime={end.astimezone(timezone.utc).strftime(fmt)}",
-        f"--accounts={','.join(accounts)}", "--format=JobID,Account,User,AllocTRES,ElapsedRaw,State",
+        f"--accounts={','.join(accounts)}", "--format=JobID,Account,User,AllocTRES,ElapsedRaw,State,Start",
     ]  # fmt: skip
     if duplicates:
         argv.append("--duplicates")
@@ -83,8 +84,9 @@ def raw_sacct(accounts: Sequence[str], start: datetime, end: datetime, *, duplic
     assert r.returncode == 0, r.stderr
     jobs = []
     for line in r.stdout.splitlines():
-        job_id, account, user, alloc, elapsed, state = line.split("|")
-        jobs.append(RawJob(job_id, account, user, _tres(alloc), int(elapsed), state.split(" ")[0]))
+        job_id, account, user, alloc, elapsed, state, start = line.split("|")
+        began = datetime.strptime(start, fmt).replace(tzinfo=timezone.utc) if start[:1].isdigit() else None
+        jobs.append(RawJob(job_id, account, user, _tres(alloc), int(elapsed), state.split(" ")[0], began))
     return jobs
 
 

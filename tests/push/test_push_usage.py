@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -100,28 +100,31 @@ def test_running_job_counts_up_to_now(push_env: PushEnv) -> None:
     env = push_env.setup()
     (acc,) = env.add_accounts(["run"], users={"run": ["wsa_dave"]})
     (res,) = env.add_resources([acc])
-    job = submit_job("wsa_dave", acc, cpus=2, mem_mb=100, seconds=9)
+    job = submit_job("wsa_dave", acc, cpus=2, mem_mb=100, seconds=12)
     wait_jobs_in_sacct([job], states=frozenset({"RUNNING"}))
-    time.sleep(3)  # let the running job accumulate a few seconds
-    now = datetime.now(UTC).replace(microsecond=0)
+    time.sleep(5)  # let the running job accumulate a few seconds
+    # A cycle whose sacct runs 2 s after its `now` (as after a slow read): the job is billed up to `now`.
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=2)
     mark = env.mark()
     report = env.reporter(now=lambda: now).run_cycle()
     window = billing_window(now, env.settings().billing_timezone)
-    # read right after the cycle: sacct counts a running job's ElapsedRaw up to the moment of the query
-    (upto_now,) = raw_sacct([acc], window.start, now)
+    (running,) = raw_sacct([acc], window.start, now)  # for the job's start
     assert report.failed == 0, report.notes
     # one resource waits for the uuids of its new usage records: one list for that resource, not offering-wide
     lists = [e["query"] for e in env.requests_since(mark) if e["method"] == "GET" and e["route"] == USAGES]
     assert len(lists) == 2 and "resource_uuid" not in lists[0] and "resource_uuid" in lists[1], lists
-    assert upto_now.elapsed >= 3
+    assert running.state == "RUNNING" and running.start is not None
+    upto_now = int((now - running.start).total_seconds())
+    assert upto_now >= 3
+    # billed up to the cycle's now, not up to the moment its sacct ran
     period = window.period.isoformat()
-    assert env.usages(period)[(res, "cpu")] == cents(D(2 * upto_now.elapsed) / 60)
+    assert env.usages(period)[(res, "cpu")] == cents(D(2 * upto_now) / 60)
     assert env.user_usages(period)[(res, "cpu", "wsa_dave")] == env.usages(period)[(res, "cpu")]
     # the job was still running at `now`: it ran longer in the end, and the next cycle reports the rest
     wait_jobs_in_sacct([job])
     later = datetime.now(UTC)
     (whole,) = raw_sacct([acc], window.start, later)
-    assert whole.elapsed > upto_now.elapsed
+    assert whole.elapsed > upto_now
     env.reporter(now=lambda: later).run_cycle()
     assert env.usages(period)[(res, "cpu")] == cents(D(2 * whole.elapsed) / 60)
 

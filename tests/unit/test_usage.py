@@ -16,6 +16,7 @@ from waldur_slurm.usage import (
     ResourceUsage,
     aggregate,
     as_decimal,
+    elapsed_in_window,
     billing_window,
     diff_associations,
     diff_limits,
@@ -45,6 +46,7 @@ class Job:
     alloc_tres: dict[str, Decimal] = field(default_factory=dict)
     req_tres: dict[str, Decimal] = field(default_factory=dict)
     job_id: str = "1"
+    start: datetime | None = None
 
 
 def tres(**values: str | int) -> dict[str, Decimal]:
@@ -207,6 +209,27 @@ def test_account_filter_and_requeued_attempts_all_count() -> None:
     agg = aggregate(jobs, ["cpu"], accounts=["ACC"])
     assert set(agg.accounts) == {"acc"}
     assert agg.accounts["acc"].totals == {"cpu": 140}
+
+
+def test_a_running_job_is_clipped_to_the_window_end_and_a_finished_one_is_not() -> None:
+    now = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
+    window = billing_window(now, UTC)
+    started = now - timedelta(seconds=100)
+    # sacct counted the running job up to its query, 7 s after the cycle's now
+    running = Job("acc", "u", 107, tres(cpu=2), start=started, job_id="r")
+    finished = Job("acc", "u", 60, tres(cpu=2), start=started, job_id="f")
+    assert elapsed_in_window(running, window) == 100
+    assert elapsed_in_window(finished, window) == 60
+    # --truncate starts an earlier job at the window start; a real earlier start is clipped there too
+    early = Job("acc", "u", 10**7, tres(cpu=1), start=window.start - timedelta(days=3))
+    assert elapsed_in_window(early, window) == int((now - window.start).total_seconds())
+    # started after the window end (between the cycle's now and its sacct): nothing yet; pending: nothing
+    assert elapsed_in_window(Job("acc", "u", 2, tres(cpu=1), start=now + timedelta(seconds=1)), window) == 0
+    assert elapsed_in_window(Job("acc", "u", 0, tres(cpu=1)), window) == 0
+    assert elapsed_in_window(Job("acc", "u", 5, tres(cpu=1)), window) == 5  # no start known: sacct's value
+    agg = aggregate([running, finished], ["cpu"], window=window)
+    assert agg.accounts["acc"].totals == {"cpu": 2 * 100 + 2 * 60}
+    assert aggregate([running, finished], ["cpu"]).accounts["acc"].totals == {"cpu": 2 * 107 + 2 * 60}
 
 
 def test_user_sums_equal_the_total_for_random_jobs() -> None:
