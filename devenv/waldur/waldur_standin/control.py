@@ -51,6 +51,7 @@ class Control:
             web.post(c + "customers/{uuid}/roles", self.customer_role),
             web.post(c + "projects", self.add_project),
             web.post(c + "projects/{uuid}/members", self.add_member),
+            web.post(c + "projects/{uuid}/move", self.move_project),
             web.delete(c + "projects/{uuid}/members/{user}", self.remove_member),
             web.post(c + "offerings", self.add_offering),
             web.patch(c + "offerings/{uuid}", self.patch_offering),
@@ -159,6 +160,11 @@ class Control:
         b = await read_json(request)
         p = self.s.add_project(b["customer_uuid"], b["name"], description=b.get("description", ""))
         return json_response({"uuid": p["uuid"], "name": p["name"]}, 201)
+
+    async def move_project(self, request: web.Request) -> web.Response:
+        b = await read_json(request)
+        self.s.move_project(request.match_info["uuid"], b["customer_uuid"])
+        return json_response({"status": "ok"})
 
     async def add_member(self, request: web.Request) -> web.Response:
         b = await read_json(request)

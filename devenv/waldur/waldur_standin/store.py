@@ -349,6 +349,13 @@ class Store:
         self.projects[p["uuid"]] = p
         return p
 
+    def move_project(self, project_uuid: str, customer_uuid: str) -> None:
+        """Waldur's staff action ``POST /api/projects/{uuid}/move_project/``: the project, its resources and
+        orders now belong to another customer (they name it from then on)."""
+        p = self.get(self.projects, project_uuid, "project")
+        self.get(self.customers, customer_uuid, "customer")
+        p["customer_uuid"] = customer_uuid
+
     def add_team_member(self, project_uuid: str, user_uuid: str, role: str = "member") -> None:
         p = self.get(self.projects, project_uuid, "project")
         self.get(self.users, user_uuid, "user")

@@ -136,6 +136,10 @@ class StandIn:
         result: str = self.control("POST", "projects", {"customer_uuid": customer_uuid, "name": name, "description": description})["uuid"]
         return result
 
+    def move_project(self, project_uuid: str, customer_uuid: str) -> None:
+        """What Waldur's ``move_project`` does: the project (resources, orders) changes customer."""
+        self.control("POST", f"projects/{project_uuid}/move", {"customer_uuid": customer_uuid})
+
     def add_team_member(self, project_uuid: str, user_uuid: str, role: str = "member") -> None:
         """role: "admin", "manager" or "member". Members of a project with live resources get an offering user."""
         self.control("POST", f"projects/{project_uuid}/members", {"user_uuid": user_uuid, "role": role})
