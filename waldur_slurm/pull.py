@@ -436,7 +436,7 @@ class PullReconciler:
                 raise
             except WaldurError as exc:
                 self.log.warning("membership: associations of %s not recorded in Waldur (%s)", uuid, exc)
-        changed = set(plan.added) | set(plan.removed)
+        changed = set(plan.added) | set(plan.removed) | set(plan.moved)
         report.done = len(changed - failed - deferred)
         report.failed = len(failed & changed)
         for uuid, users in plan.added.items():

@@ -35,6 +35,7 @@ from waldur_slurm.slurm.ops import (
     AddUsers,
     CancelJobs,
     CreateHomedirs,
+    MoveAccounts,
     RemoveAccounts,
     RemoveUsers,
     SetDefaultAccount,
@@ -361,6 +362,8 @@ class _Work:
         self.new_accounts: dict[str, tuple[str, str, str, tuple[tuple[str, int], ...], int]] = {}
         self.new_owners: dict[str, set[str]] = defaultdict(set)
         self.set_limits: dict[str, dict[str, int]] = {}
+        self.moves: dict[str, str] = {}  # existing account -> its new parent
+        self.move_owners: dict[str, set[str]] = defaultdict(set)
         self.limit_owners: dict[str, set[str]] = defaultdict(set)
         self.joins: dict[str, set[str]] = defaultdict(set)  # user -> accounts
         self.join_owners: dict[tuple[str, str], set[str]] = defaultdict(set)
@@ -394,8 +397,18 @@ class _Work:
         result = (current | self.joins.get(user, set())) - {a for (u, a) in self.leaves if u == user}
         return {a for a in result if not self.removed(a)}
 
+    def parent_of(self, account: str) -> str:
+        """The account's parent after this plan."""
+        if account in self.moves:
+            return self.moves[account]
+        acc = self.accounts.get(account)
+        if acc is not None:
+            return acc.parent.lower()
+        spec = self.new_accounts.get(account)
+        return spec[0] if spec is not None else ""
+
     def children_of(self, account: str) -> set[str]:
-        children = {name for name, acc in self.accounts.items() if acc.parent.lower() == account}
+        children = {name for name in self.accounts if self.parent_of(name) == account}
         children |= {name for name, spec in self.new_accounts.items() if spec[0] == account}
         return {c for c in children if not self.removed(c)}
 
@@ -420,6 +433,10 @@ class _Work:
         if name not in self.new_accounts:
             self.new_accounts[name] = (parent, description, organization, tuple(sorted(limits.items())), depth)
         self.new_owners[name].add(owner)
+
+    def move(self, account: str, parent: str, owner: str) -> None:
+        self.moves[account] = parent
+        self.move_owners[account].add(owner)
 
     def limit(self, account: str, limits: Mapping[str, int], owner: str) -> None:
         self.set_limits.setdefault(account, {}).update(limits)
@@ -497,6 +514,16 @@ class _Work:
         if loads:
             owners = frozenset().union(*self.new_owners.values(), load_owners)
             out.append(PlannedOp(AddAccountTree.of(loads, in_load), owners))
+        # Moves after the load: the new parent may be one of its accounts.
+        by_parent: dict[str, list[str]] = defaultdict(list)
+        for account, parent in self.moves.items():
+            by_parent[parent].append(account)
+        for parent, accounts in sorted(by_parent.items()):
+            accounts.sort()
+            out.append(PlannedOp(
+                MoveAccounts(names=tuple(accounts), parent=parent),
+                frozenset().union(*(self.move_owners[a] for a in accounts)),
+            ))
         # Limits: accounts that get the same values share one modify.
         by_limits: dict[tuple[tuple[str, int], ...], list[str]] = defaultdict(list)
         for account, limits in self.set_limits.items():
@@ -610,15 +637,60 @@ def _own_account(work: _Work, resource_uuid: str, backend_id: str) -> tuple[str 
 
 
 def _parent_account(work: _Work, name: str, parent: str, description: str, organization: str,
-                    depth: int, owner: str, kind: str) -> None:
-    """Make sure a customer or project account exists; refuse one that belongs to something else."""
+                    depth: int, owner: str, kind: str) -> str | None:
+    """Make sure a customer or project account exists under ``parent``; refuse one that belongs to
+    something else. Returns a note for the order when the account stays somewhere unexpected."""
     acc = work.accounts.get(name)
     if acc is not None and not work.removed(name):
         found = naming.owner_of(acc.description)
         if found is not None and found[0] != kind:
             raise OrderInvalid(f"{kind} account {name!r} already exists as the account of {found[0]} {found[1]}")
-        return
+        current = work.parent_of(name)
+        if current == parent:
+            return None
+        if kind == "project" and _movable(work, name, parent):
+            work.move(name, parent, owner)
+            return f"project account {name} moves from {current} to {parent} (the project changed customer)"
+        return f"{kind} account {name} is under {current!r}, not {parent!r}: left there"
     work.add_account(name, parent, description, organization, {}, depth, owner)
+    return None
+
+
+def _movable(work: _Work, project: str, customer: str) -> bool:
+    """A project moved to another customer in Waldur: its account follows, when both it and the customer
+    account it sits under are ours. Anything else was placed by hand and stays."""
+    acc = work.accounts.get(project)
+    if acc is None or work.removed(project):
+        return False
+    found = naming.owner_of(acc.description)
+    current = work.parent_of(project)
+    old = work.accounts.get(current)
+    old_owner = naming.owner_of(old.description) if old is not None else None
+    return (current != customer and found is not None and found[0] == "project"
+            and old_owner is not None and old_owner[0] == "customer")
+
+
+def _follow_moved_project(work: _Work, account: str, resource: Resource) -> tuple[str, bool] | None:
+    """Membership: move the project account of ``resource``'s allocation under its customer's, if it
+    was moved in Waldur (see ``_movable``). Returns (a note, whether a move is planned), or None."""
+    cfg = work.config
+    if not resource.project_uuid or not resource.customer_uuid:
+        return None
+    try:
+        project = naming.project_account(cfg.naming, resource.project_uuid)
+        customer = naming.customer_account(cfg.naming, resource.customer_uuid)
+    except NamingError:
+        return None
+    if work.parent_of(account) != project or not _movable(work, project, customer):
+        return None
+    try:
+        _parent_account(work, customer, cfg.default_account, naming.customer_marker(resource.customer_uuid),
+                        customer, 1, resource.uuid, "customer")
+    except OrderInvalid as exc:
+        return f"project account {project} not moved: {exc}", False
+    note = _parent_account(work, project, customer, naming.project_marker(resource.project_uuid), customer, 2,
+                           resource.uuid, "project")
+    return note or f"project account {project} moves under {customer}", True
 
 
 def _plan_create(plan: OrderPlan, work: _Work, resource: Resource | None,
@@ -638,9 +710,14 @@ def _plan_create(plan: OrderPlan, work: _Work, resource: Resource | None,
     if problem is not None and backend_id:
         plan.notes.append(problem + "; a new account is created")
     owner = order.uuid
-    _parent_account(work, customer, cfg.default_account, naming.customer_marker(order.customer_uuid),
-                    customer, 1, owner, "customer")
-    _parent_account(work, project, customer, naming.project_marker(order.project_uuid), customer, 2, owner, "project")
+    for note in (
+        _parent_account(work, customer, cfg.default_account, naming.customer_marker(order.customer_uuid),
+                        customer, 1, owner, "customer"),
+        _parent_account(work, project, customer, naming.project_marker(order.project_uuid), customer, 2, owner,
+                        "project"),
+    ):
+        if note is not None:
+            plan.notes.append(note)
     target = create_limits(slurm_limits, cfg.components)
     if account is None:
         name = order.resource_name or (resource.name if resource is not None else "")
@@ -879,6 +956,7 @@ class MembershipPlan:
     actions: dict[str, list[Associate]] = field(default_factory=dict)  # resource -> Waldur actions (2024)
     added: dict[str, list[str]] = field(default_factory=dict)  # resource -> users
     removed: dict[str, list[str]] = field(default_factory=dict)
+    moved: list[str] = field(default_factory=list)  # resources whose project account moves (changed customer)
     notes: list[str] = field(default_factory=list)
 
     def describe(self) -> list[str]:
@@ -903,7 +981,8 @@ def plan_membership(
     """Make each OK resource's associations match its team (offering users with a username).
 
     Adds missing associations; removes only associations of users the offering knows (never an
-    admin's manual association); repairs default accounts that point at root or nowhere.
+    admin's manual association); repairs default accounts that point at root or nowhere; moves the
+    project account of a project that changed customer under the new customer's account.
     """
     work = _Work(state, config)
     plan = MembershipPlan()
@@ -918,6 +997,11 @@ def plan_membership(
             elif resource.backend_id:
                 plan.notes.append(f"resource {resource.uuid}: account {resource.backend_id!r} not found in SLURM")
             continue
+        followed = _follow_moved_project(work, account, resource)
+        if followed is not None:
+            plan.notes.append(f"resource {resource.uuid}: {followed[0]}")
+            if followed[1]:
+                plan.moved.append(resource.uuid)
         desired, notes = resource_users(teams[resource.uuid], offering_users)
         plan.notes.extend(f"resource {resource.uuid}: {n}" for n in notes)
         current = work.users_of(account)

@@ -109,6 +109,41 @@ def test_second_resource_in_the_same_project_keeps_the_tree_on_terminate(pull_en
     assert len(left) == 3 and not (accounts - set(left)) - {env.waldur_resource(first["resource_uuid"])["backend_id"]}
 
 
+def test_a_project_moved_to_another_customer_moves_its_account_with_the_next_create(pull_env: PullEnv) -> None:
+    env = pull_env
+    rules = naming.NamingRules()
+    _, alice = env.user("a")
+    first = env.order(name="one")
+    pull = env.reconciler()
+    assert pull.run_cycle().done == 1
+    first_acc = env.waldur_resource(first["resource_uuid"])["backend_id"]
+    old_customer = naming.customer_account(rules, env.customer)
+    project = naming.project_account(rules, env.project)
+
+    other = env.standin.add_customer("Other Institute")
+    env.standin.move_project(env.project, other)  # Waldur's staff action: the project changes customer
+    second = env.order(name="two")
+    report = pull.run_cycle()
+    assert (report.done, report.failed, report.deferred) == (1, 0, 0), report.notes
+    second_acc = env.waldur_resource(second["resource_uuid"])["backend_id"]
+    new_customer = naming.customer_account(rules, other)
+    tree = tree_of(env.root)
+    assert tree[new_customer].parent == env.root
+    assert tree[project].parent == new_customer  # moved, with its subtree
+    assert tree[first_acc].parent == project and tree[second_acc].parent == project
+    assert tree[first_acc].users == {alice} and tree[second_acc].users == {alice}  # associations kept
+    assert old_customer in tree and not any(a.parent == old_customer for a in tree.values())  # left, empty
+    # the move is done: the next cycle finds nothing to do
+    idle = pull.run_cycle()
+    assert (idle.seen, idle.writes) == (0, 0)
+
+    for o in (first, second):
+        env.order("Terminate", resource=o["resource_uuid"])
+    report = pull.run_cycle()
+    assert (report.done, report.failed) == (2, 0), report.notes
+    assert set(tree_of(env.root)) == {old_customer}  # the project and its new customer went with them
+
+
 def test_create_hundred_orders_uses_few_slurm_processes(pull_env_8: PullEnv) -> None:
     env = pull_env_8
     _, alice = env.user("a")

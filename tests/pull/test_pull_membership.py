@@ -111,3 +111,34 @@ def test_homedirs_of_added_users(pull_env: PullEnv, linux_user: str) -> None:
     account = env.waldur_resource(created["resource_uuid"])["backend_id"]
     assert ghost in tree_of(env.root)[account].users
     assert not os.path.exists(f"/home/{ghost}")
+
+
+def test_membership_moves_the_account_of_a_project_that_changed_customer(pull_env: PullEnv) -> None:
+    from waldur_slurm import naming
+
+    env = pull_env
+    rules = naming.NamingRules()
+    _, alice = env.user("a")
+    r1, r2 = env.order(name="m1"), env.order(name="m2")
+    pull = env.reconciler()
+    assert pull.run_cycle().done == 2
+    state = env.standin.state()
+    acc1, acc2 = (state["resources"][r["resource_uuid"]]["backend_id"] for r in (r1, r2))
+    project = naming.project_account(rules, env.project)
+    old_customer = naming.customer_account(rules, env.customer)
+
+    other = env.standin.add_customer("Other Institute")
+    env.standin.move_project(env.project, other)  # Waldur's staff action; no order follows it
+    report = pull.run_membership()
+    assert (report.done, report.failed, report.deferred) == (1, 0, 0), report.notes
+    assert report.slurm_processes == 3  # the read, the load of the new customer account, the move
+    new_customer = naming.customer_account(rules, other)
+    tree = tree_of(env.root)
+    assert tree[new_customer].parent == env.root and naming.owner_of(tree[new_customer].description) == ("customer", other)
+    assert tree[project].parent == new_customer
+    assert tree[acc1].parent == tree[acc2].parent == project
+    assert tree[acc1].users == tree[acc2].users == {alice}
+    assert set(tree) == {old_customer, new_customer, project, acc1, acc2}  # the old customer account stays, empty
+
+    again = pull.run_membership()
+    assert (again.done, again.writes, again.slurm_processes) == (0, 0, 1)

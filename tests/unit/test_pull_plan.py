@@ -32,12 +32,14 @@ from waldur_slurm.slurm.ops import (
     AddUsers,
     CancelJobs,
     CreateHomedirs,
+    MoveAccounts,
     RemoveAccounts,
     RemoveUsers,
     SetDefaultAccount,
     SetLimits,
     validate_account,
 )
+from waldur_slurm.slurm.errors import InvalidValue
 from waldur_slurm.waldur.models import OfferingUser, Order, Resource, TeamMember
 
 COMPONENTS = {
@@ -616,6 +618,49 @@ def test_terminate_never_removes_unmarked_parents_or_another_resources_account()
     assert any("another resource" in n for n in plan.orders[0].notes)
 
 
+def test_create_in_a_project_moved_to_another_customer_moves_the_project_account() -> None:
+    new_cust = hexid()
+    new_acc = naming.customer_account(RULES, new_cust)
+    old_alloc = Acc("hpc_old", PROJ_ACC, naming.resource_marker(hexid()))
+    o = order(customer=new_cust)  # Waldur moved the project: its orders name the new customer
+    plan = plan_orders([o], tree(old_alloc), CONFIG)
+    account = fresh_account(plan, o)
+    (load,) = ops_of_type(plan, AddAccountsDescribed)
+    assert [(g.names, g.parent) for g in load.groups] == [((new_acc,), ROOT), ((account,), PROJ_ACC)]
+    assert ops_of_type(plan, MoveAccounts) == [MoveAccounts(names=(PROJ_ACC,), parent=new_acc)]
+    kinds = [type(op.op) for op in plan.ops]
+    assert kinds.index(MoveAccounts) > kinds.index(AddAccountTree)  # the new customer exists first
+    assert ops_of_type(plan, RemoveAccounts) == []  # the old customer account is left, never removed mid-move
+    assert any(f"moves from {CUST_ACC} to {new_acc}" in n for n in plan.orders[0].notes)
+    # the next cycle sees the project under its new customer: nothing to move, nothing to say
+    moved = state(Acc(CUST_ACC, ROOT, naming.customer_marker(CUST)), Acc(new_acc, ROOT, naming.customer_marker(new_cust)),
+                  Acc(PROJ_ACC, new_acc, naming.project_marker(PROJ)), old_alloc)
+    again = plan_orders([order(customer=new_cust)], moved, CONFIG)
+    assert ops_of_type(again, MoveAccounts) == [] and not any("account" in n for n in again.orders[0].notes)
+
+
+def test_a_project_account_placed_by_hand_is_never_moved() -> None:
+    new_cust = hexid()
+    for st in (
+        state(Acc("institute", ROOT), Acc(PROJ_ACC, "institute", naming.project_marker(PROJ))),  # under a foreign parent
+        state(Acc(CUST_ACC, ROOT, naming.customer_marker(CUST)), Acc(PROJ_ACC, CUST_ACC, "made by hand")),  # unmarked
+    ):
+        plan = plan_orders([order(customer=new_cust)], st, CONFIG)
+        assert ops_of_type(plan, MoveAccounts) == []
+        assert any(f"project account {PROJ_ACC} is under" in n and "left there" in n for n in plan.orders[0].notes)
+
+
+def test_move_accounts_op_renders_one_modify_and_refuses_nonsense() -> None:
+    op = MoveAccounts(names=("p_b", "p_a", "p_b"), parent="c_x")
+    assert op.names == ("p_b", "p_a")
+    assert op.sacctmgr_lines("hpc") == ["modify account where name=p_b,p_a cluster=hpc set parent=c_x"]
+    assert op.describe() == "move account(s) p_b,p_a under c_x"
+    for names, parent, fragment in ((("root",), "c_x", "never moved"), (("p_a",), "p_a", "own parent"),
+                                    (("p_a",), "c x", "parent"), (("p a",), "c_x", "account")):
+        with pytest.raises(InvalidValue, match=fragment):
+            MoveAccounts(names=names, parent=parent)
+
+
 # -- membership -----------------------------------------------------------------------------------------
 
 
@@ -649,6 +694,34 @@ def test_membership_in_sync_plans_nothing_and_skips_foreign_accounts() -> None:
     plan = plan_membership([res, hijack], st, CONFIG, teams=teams, offering_users=[ouser(alice, "alice")])
     assert plan.ops == []
     assert any("another resource" in n for n in plan.notes)
+
+
+def test_membership_moves_the_account_of_a_project_that_changed_customer_once() -> None:
+    alice, new_cust = hexid(), hexid()
+    new_acc = naming.customer_account(RULES, new_cust)
+    r1, r2 = (resource(hexid(), f"hpc_m{i}", project_uuid=PROJ, customer_uuid=new_cust) for i in (1, 2))
+    stay = resource(hexid(), "hpc_s", project_uuid=PROJ, customer_uuid=CUST)  # as before the move: nothing to do
+    accs = [Acc(r.backend_id, PROJ_ACC, naming.resource_marker(r.uuid), users=frozenset({"alice"})) for r in (r1, r2, stay)]
+    teams = {r.uuid: [member(alice)] for r in (r1, r2, stay)}
+    offering = [ouser(alice, "alice")]
+    plan = plan_membership([r1, r2], tree(*accs, defaults={"alice": "hpc_m1"}), CONFIG, teams=teams, offering_users=offering)
+    (load, move) = [p.op for p in plan.ops]
+    assert isinstance(load, AddAccountsDescribed) and (load.names, load.parent) == ((new_acc,), ROOT)
+    assert naming.owner_of(load.entries[0][1]) == ("customer", new_cust)
+    assert move == MoveAccounts(names=(PROJ_ACC,), parent=new_acc)
+    assert plan.moved == [min(r1.uuid, r2.uuid)] and not plan.added and not plan.removed
+    assert any("moves from" in n for n in plan.notes)
+    assert plan_membership([stay], tree(*accs, defaults={"alice": "hpc_m1"}), CONFIG, teams=teams,
+                           offering_users=offering).ops == []
+    # after the move: in sync, nothing planned
+    moved = state(Acc(CUST_ACC, ROOT, naming.customer_marker(CUST)), Acc(new_acc, ROOT, naming.customer_marker(new_cust)),
+                  Acc(PROJ_ACC, new_acc, naming.project_marker(PROJ)), *accs, defaults={"alice": "hpc_m1"})
+    again = plan_membership([r1, r2], moved, CONFIG, teams=teams, offering_users=offering)
+    assert again.ops == [] and again.moved == [] and again.notes == []
+    # an allocation account placed by hand elsewhere, or a project account not made by the agent: never moved
+    by_hand = state(Acc(CUST_ACC, ROOT, naming.customer_marker(CUST)), Acc(PROJ_ACC, CUST_ACC, "by hand"), *accs,
+                    defaults={"alice": "hpc_m1"})
+    assert plan_membership([r1], by_hand, CONFIG, teams=teams, offering_users=offering).ops == []
 
 
 def test_describe_mentions_every_order_and_op() -> None:

@@ -86,6 +86,7 @@ from .ops import (
     AddAccountsDescribed,
     CancelJobs,
     CreateHomedirs,
+    MoveAccounts,
     Op,
     RemoveAccounts,
     RemoveUsers,
@@ -507,6 +508,9 @@ class SlurmClient:
         elif isinstance(op, AddAccounts):
             for name in op.names:
                 self._parents.setdefault(name, op.parent)
+        elif isinstance(op, MoveAccounts):
+            for name in op.names:
+                self._parents[name] = op.parent
         elif isinstance(op, RemoveAccounts):
             self._parents = None  # children of removed accounts become orphans: re-read
 

@@ -301,6 +301,28 @@ class RemoveAccounts(SacctmgrOp):
 
 
 @dataclass(frozen=True)
+class MoveAccounts(SacctmgrOp):
+    """Put accounts (with their subtrees) under another parent: a project moved to another customer."""
+
+    names: tuple[str, ...]
+    parent: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", _names(self.names, validate_account, "account"))
+        validate_account(self.parent, "parent")
+        if "root" in self.names:
+            raise InvalidValue("account", "root", "the root account is never moved")
+        if self.parent in self.names:
+            raise InvalidValue("parent", self.parent, "an account cannot be its own parent")
+
+    def sacctmgr_lines(self, cluster: str | None) -> list[str]:
+        return [f"modify account where name={','.join(self.names)}{_cluster_opt(cluster)} set parent={self.parent}"]
+
+    def describe(self) -> str:
+        return f"move account(s) {_short_list(self.names)} under {self.parent}"
+
+
+@dataclass(frozen=True)
 class AddUsers(SacctmgrOp):
     """Every user in `users` gets an association in every account in `accounts`."""
 
@@ -422,4 +444,4 @@ class CreateHomedirs:
         return f"create home directories (umask {self.umask}) for user(s) {_short_list(self.users)}"
 
 
-Op = AddAccounts | AddAccountsDescribed | RemoveAccounts | AddUsers | RemoveUsers | SetLimits | SetDefaultAccount | CancelJobs | CreateHomedirs
+Op = AddAccounts | AddAccountsDescribed | RemoveAccounts | AddUsers | RemoveUsers | MoveAccounts | SetLimits | SetDefaultAccount | CancelJobs | CreateHomedirs
