@@ -377,6 +377,37 @@ def test_an_order_failing_midway_leaves_no_intent_behind() -> None:
     assert plan.ops == []
 
 
+def test_a_rolled_back_order_takes_back_every_kind_of_intent_and_nothing_else() -> None:
+    from waldur_slurm.pull_plan import _COPIED, _restore, _snapshot, _Work
+
+    alloc = Acc("hpc_a", PROJ_ACC, naming.resource_marker(hexid()), users=frozenset({"alice"}))
+    work = _Work(tree(alloc), CONFIG)
+    # what an earlier order planned, and must survive
+    work.remove_account("hpc_a", 3, "first")
+    work.limit("hpc_a", {"cpu": 1}, "first")
+    work.join("bob", "hpc_a", "first")
+    before = {name: repr(getattr(work, name)) for name in _COPIED}
+    snapshot = _snapshot(work)
+    # a second order adds to every structure, the nested ones included, then fails
+    work.remove_account("hpc_a", 3, "second")
+    work.limit("hpc_a", {"cpu": 2, "mem": 5}, "second")
+    work.join("bob", PROJ_ACC, "second")
+    work.move(PROJ_ACC, "hpc_other", "second")
+    work.add_account("hpc_new", PROJ_ACC, "d", "o", {}, 3, "second")
+    work.leave("alice", "hpc_a", "second")
+    work.cancel["hpc_a"].add("second")
+    work.homedirs["carol"].add("second")
+    work.reserved.add("hpc_new")
+    work.new_defaults["carol"] = "hpc_new"
+    work.default_owners["carol"].add("second")
+    assert all(repr(getattr(work, name)) != before[name] for name in
+               ("removals", "set_limits", "joins", "moves", "new_accounts", "leaves", "cancel", "homedirs", "reserved"))
+    _restore(work, snapshot)
+    assert {name: repr(getattr(work, name)) for name in _COPIED} == before
+    assert work.parent_of(PROJ_ACC) == CUST_ACC
+    assert work.children_of(PROJ_ACC) == set()  # hpc_a goes with the first order; hpc_new is taken back
+
+
 def test_missing_default_account_leaves_pending_orders_pending_and_errs_executing_ones() -> None:
     pending, executing = order("Create", "pending-provider"), order("Create", "executing")
     st = State({"root": Acc("root", "")})
