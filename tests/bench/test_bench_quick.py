@@ -92,3 +92,17 @@ def _env(docker_host: str) -> dict[str, str]:
     env = dict(os.environ)
     env["DOCKER_HOST"] = docker_host
     return env
+
+
+def test_planning_benchmark_runs_small_and_plans_the_expected_work(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.planning import main
+
+    assert main(["4", "1"]) == 0
+    rows = {r["case"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert set(rows) == {"Create", "Update", "Terminate", "membership"}
+    assert rows["Create"]["accounts"] == 2 + 1 + 10 + 280  # root, bench root, one customer, 10 projects, 280
+    assert (rows["Create"]["items"], rows["Update"]["items"], rows["Terminate"]["items"]) == (4, 4, 4)
+    assert rows["membership"]["items"] == 280 and rows["membership"]["ops"] == 0  # every team already in SLURM
+    assert rows["Create"]["ops"] == 1  # four allocations and their new users: one load
+    assert rows["Update"]["ops"] == 1  # the same new limits on four accounts: one modify
+    assert rows["Terminate"]["ops"] > 0 and all(r["seconds"] >= 0 for r in rows.values())
