@@ -13,14 +13,12 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from waldur_slurm import naming
 from waldur_slurm.components import Component
 from waldur_slurm.pull_plan import PlanConfig, plan_membership, plan_orders
+from waldur_slurm.slurm.client import SlurmAccount, SlurmState
 from waldur_slurm.waldur.models import OfferingUser, Order, Resource, TeamMember
 
 ROOT = "bench_root"
@@ -28,22 +26,6 @@ RULES = naming.NamingRules()
 CONFIG = PlanConfig(naming=RULES, default_account=ROOT, components={
     "cpu": Component("cpu", "CPU", "CPU-hours", "limit", None, 60),
 })
-
-
-@dataclass(frozen=True)
-class Account:
-    name: str
-    parent: str
-    description: str = ""
-    organization: str = ""
-    limits: Mapping[str, int] = field(default_factory=dict)
-    users: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    accounts: dict[str, Account]
-    default_account: dict[str, str]
 
 
 def _hex() -> str:
@@ -57,7 +39,10 @@ def _order(kind: str, resource: str, customer: str, project: str) -> Order:
 
 
 def world(customers: int, orders: int, kind: str) -> dict[str, Any]:
-    accounts = [Account("root", ""), Account(ROOT, "root")]
+    def account(name: str, parent: str, description: str = "", users: frozenset[str] = frozenset()) -> SlurmAccount:
+        return SlurmAccount(name=name, parent=parent, description=description, organization="", limits={}, users=users)
+
+    accounts = [account("root", ""), account(ROOT, "root")]
     defaults: dict[str, str] = {}
     planned: list[Order] = []
     resources: list[Resource] = []
@@ -66,15 +51,15 @@ def world(customers: int, orders: int, kind: str) -> dict[str, Any]:
     for _ in range(customers):
         cust = _hex()
         cust_acc = naming.customer_account(RULES, cust)
-        accounts.append(Account(cust_acc, ROOT, naming.customer_marker(cust)))
+        accounts.append(account(cust_acc, ROOT, naming.customer_marker(cust)))
         for _ in range(10):
             proj = _hex()
             proj_acc = naming.project_account(RULES, proj)
-            accounts.append(Account(proj_acc, cust_acc, naming.project_marker(proj)))
+            accounts.append(account(proj_acc, cust_acc, naming.project_marker(proj)))
             for _ in range(28):
                 res = _hex()
                 name, user = f"hpc_{res[:8]}", f"u{res[:8]}"
-                accounts.append(Account(name, proj_acc, naming.resource_marker(res), users=frozenset({user})))
+                accounts.append(account(name, proj_acc, naming.resource_marker(res), users=frozenset({user})))
                 defaults[user] = name
                 resources.append(Resource.from_json({"uuid": res, "backend_id": name, "state": "OK",
                                                      "project_uuid": proj, "customer_uuid": cust}))
@@ -90,7 +75,7 @@ def world(customers: int, orders: int, kind: str) -> dict[str, Any]:
                              for m in members]
                 teams[res] = [TeamMember.from_json({"uuid": m, "username": f"n{m[:8]}"}) for m in members]
                 planned.append(_order("Create", res, cust, proj))
-    return {"state": Snapshot({a.name: a for a in accounts}, defaults), "orders": planned, "resources": resources,
+    return {"state": SlurmState(accounts={a.name: a for a in accounts}, default_account=defaults), "orders": planned, "resources": resources,
             "teams": teams, "offering": offering}
 
 
