@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import uuid as uuid_module
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 
 ALLOWED_CHARACTERS = "a-zA-Z0-9-_"
@@ -91,6 +91,11 @@ def project_account(rules: NamingRules, project_uuid: object) -> str:
 
 def allocation_candidates(rules: NamingRules, resource_uuid: object, resource_name: object) -> list[str]:
     """Every name the allocation may get, in order of preference (first = the original rule)."""
+    return list(iter_allocation_candidates(rules, resource_uuid, resource_name))
+
+
+def iter_allocation_candidates(rules: NamingRules, resource_uuid: object, resource_name: object) -> Iterator[str]:
+    """``allocation_candidates`` one at a time: the first is nearly always free, and the list is long."""
     hex_uuid = normalise_uuid(resource_uuid, "marketplace_resource_uuid")
     name = resource_name if isinstance(resource_name, str) else ""
     prefix = sanitise(rules.allocation_prefix)
@@ -103,19 +108,20 @@ def allocation_candidates(rules: NamingRules, resource_uuid: object, resource_na
             f"and {SHORT_UUID_LEN} UUID digits"
         )
     tail = sanitise(name)
-    candidates: list[str] = []
+    seen: set[str] = set()
+    base = ""
     for n in range(SHORT_UUID_LEN, len(hex_uuid) + 1):
         head = f"{prefix}{hex_uuid[:n]}_"
         if len(head) > max_len:
             break
         candidate = (head + tail)[:max_len].lower()
-        if candidate not in candidates:
-            candidates.append(candidate)
-    base = candidates[0]
+        if candidate not in seen:
+            seen.add(candidate)
+            base = base or candidate
+            yield candidate
     for k in range(2, MAX_SUFFIX + 1):
         suffix = f"-{k}"
-        candidates.append(base[: max_len - len(suffix)] + suffix)
-    return candidates
+        yield base[: max_len - len(suffix)] + suffix
 
 
 def allocation_account(
@@ -130,7 +136,7 @@ def allocation_account(
     resource, or another resource claims it as its backend_id. Pass lower-case names.
     """
     taken = is_taken if callable(is_taken) else is_taken.__contains__
-    for candidate in allocation_candidates(rules, resource_uuid, resource_name):
+    for candidate in iter_allocation_candidates(rules, resource_uuid, resource_name):
         if not taken(candidate):
             return candidate
     raise NamingError(f"no free account name for resource {resource_uuid!r} ({MAX_SUFFIX} candidates are taken)")

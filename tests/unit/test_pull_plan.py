@@ -377,35 +377,49 @@ def test_an_order_failing_midway_leaves_no_intent_behind() -> None:
     assert plan.ops == []
 
 
+INTENTS = ("new_accounts", "new_owners", "set_limits", "limit_owners", "moves", "move_owners", "joins", "join_owners",
+           "new_defaults", "default_owners", "homedirs", "cancel", "leaves", "removals", "reserved")
+
+
 def test_a_rolled_back_order_takes_back_every_kind_of_intent_and_nothing_else() -> None:
-    from waldur_slurm.pull_plan import _COPIED, _restore, _snapshot, _Work
+    from dataclasses import replace
+
+    from waldur_slurm.pull_plan import _Work
 
     alloc = Acc("hpc_a", PROJ_ACC, naming.resource_marker(hexid()), users=frozenset({"alice"}))
-    work = _Work(tree(alloc), CONFIG)
+    work = _Work(tree(alloc, defaults={"alice": "hpc_a"}), replace(CONFIG, enable_homedir=True))
+
+    def intents() -> dict[str, str]:
+        return {name: repr(sorted((repr(k), repr(v)) for k, v in getattr(work, name).items()))
+                if isinstance(getattr(work, name), dict) else repr(sorted(getattr(work, name))) for name in INTENTS}
+
     # what an earlier order planned, and must survive
+    work.begin()
     work.remove_account("hpc_a", 3, "first")
     work.limit("hpc_a", {"cpu": 1}, "first")
     work.join("bob", "hpc_a", "first")
-    before = {name: repr(getattr(work, name)) for name in _COPIED}
-    snapshot = _snapshot(work)
-    # a second order adds to every structure, the nested ones included, then fails
+    work.cancel_jobs("hpc_a", "first")
+    work.commit()
+    before = intents()
+    # a second order adds to every structure, to the earlier entries too, then fails
+    work.begin()
     work.remove_account("hpc_a", 3, "second")
     work.limit("hpc_a", {"cpu": 2, "mem": 5}, "second")
     work.join("bob", PROJ_ACC, "second")
+    work.join("carol", "hpc_new", "second")
     work.move(PROJ_ACC, "hpc_other", "second")
     work.add_account("hpc_new", PROJ_ACC, "d", "o", {}, 3, "second")
     work.leave("alice", "hpc_a", "second")
-    work.cancel["hpc_a"].add("second")
-    work.homedirs["carol"].add("second")
-    work.reserved.add("hpc_new")
-    work.new_defaults["carol"] = "hpc_new"
-    work.default_owners["carol"].add("second")
-    assert all(repr(getattr(work, name)) != before[name] for name in
-               ("removals", "set_limits", "joins", "moves", "new_accounts", "leaves", "cancel", "homedirs", "reserved"))
-    _restore(work, snapshot)
-    assert {name: repr(getattr(work, name)) for name in _COPIED} == before
+    work.cancel_jobs("hpc_a", "second")
+    work.reserve("hpc_new")
+    work.prefer_default("bob", PROJ_ACC, "second")
+    after = intents()
+    assert [name for name in INTENTS if after[name] == before[name]] == []  # every structure was touched
+    work.rollback()
+    assert intents() == before
     assert work.parent_of(PROJ_ACC) == CUST_ACC
     assert work.children_of(PROJ_ACC) == set()  # hpc_a goes with the first order; hpc_new is taken back
+    assert work.set_limits == {"hpc_a": {"cpu": 1}} and work.removals == {"hpc_a": (3, {"first"})}
 
 
 def test_missing_default_account_leaves_pending_orders_pending_and_errs_executing_ones() -> None:
