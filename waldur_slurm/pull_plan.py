@@ -717,11 +717,17 @@ def _parent_account(work: _Work, name: str, parent: str, description: str, organ
         if current == parent:
             return None
         if kind == "project" and _movable(work, name, parent):
-            work.move(name, parent, owner)
-            return f"project account {name} moves from {current} to {parent} (the project changed customer)"
+            return _move_project(work, name, parent, owner)
         return f"{kind} account {name} is under {current!r}, not {parent!r}: left there"
     work.add_account(name, parent, description, organization, {}, depth, owner)
     return None
+
+
+def _move_project(work: _Work, project: str, customer: str, owner: str) -> str:
+    """Plan the move of a project account under ``customer``; the note that says so."""
+    note = f"project account {project} moves from {work.parent_of(project)} to {customer} (the project changed customer)"
+    work.move(project, customer, owner)
+    return note
 
 
 def _movable(work: _Work, project: str, customer: str) -> bool:
@@ -756,9 +762,7 @@ def _follow_moved_project(work: _Work, account: str, resource: Resource) -> tupl
                         customer, 1, resource.uuid, "customer")
     except OrderInvalid as exc:
         return f"project account {project} not moved: {exc}", False
-    note = _parent_account(work, project, customer, naming.project_marker(resource.project_uuid), customer, 2,
-                           resource.uuid, "project")
-    return note or f"project account {project} moves under {customer}", True
+    return _move_project(work, project, customer, resource.uuid), True
 
 
 def _plan_create(plan: OrderPlan, work: _Work, resource: Resource | None,
