@@ -20,7 +20,7 @@ accounts, limits and associations are added, and what is already right produces 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -864,6 +864,14 @@ def _plan_update(plan: OrderPlan, work: _Work, resource: Resource | None) -> Non
         work.limit(account, diff, order.uuid)
     if backend_id.lower() != account:
         plan.actions.append(SetBackendId(resource_uuid, account))
+    stale = sorted(set(resource.limits) - set(order.limits)) if resource is not None and order.limits else []
+    if stale:
+        # The server completes an Update by formatting the resource's current limits with the offering's
+        # limit-type components; a key outside them (an older agent wrote usage-type ones) makes it fail with
+        # 500 on every try. The order's limits are what the resource holds after completion anyway.
+        plan.notes.append(f"resource limits hold {', '.join(map(str, stale))}, which the order does not: "
+                          "replaced by the order's limits before completion")
+        plan.actions.append(SetResourceLimits(resource_uuid, dict(order.limits)))
     plan.actions.append(CompleteOrder(order))
 
 
@@ -1036,11 +1044,13 @@ def plan_membership(
     *,
     teams: Mapping[str, Sequence[TeamMember]],
     offering_users: Sequence[OfferingUser],
+    added_by_agent: Mapping[str, Collection[str]] | None = None,
 ) -> MembershipPlan:
     """Make each OK resource's associations match its team (offering users with a username).
 
-    Adds missing associations; removes only associations of users the offering knows (never an
-    admin's manual association); repairs default accounts that point at root or nowhere; moves the
+    Adds missing associations; removes only associations of users the offering knows, or that the agent
+    added itself (``added_by_agent``, account -> users: a login whose offering user was renamed), never an
+    admin's manual association; repairs default accounts that point at root or nowhere; moves the
     project account of a project that changed customer under the new customer's account.
     """
     work = _Work(state, config)
@@ -1066,7 +1076,8 @@ def plan_membership(
         plan.notes.extend(f"resource {resource.uuid}: {n}" for n in notes)
         current = work.users_of(account)
         to_add = sorted(desired - current)
-        to_remove = sorted((current & known) - desired)
+        ours = known | set((added_by_agent or {}).get(account, ()))
+        to_remove = sorted((current & ours) - desired)
         for user in to_add:
             work.join(user, account, resource.uuid)
         for user in sorted(desired & current):
