@@ -26,6 +26,7 @@ import logging
 import traceback as tb
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from waldur_slurm import naming
@@ -45,6 +46,7 @@ from waldur_slurm.pull_plan import (
 from waldur_slurm.slurm.client import OpResult, SlurmClient, SlurmState
 from waldur_slurm.slurm.errors import ActiveJobsError, SlurmError, SlurmTransientError
 from waldur_slurm.slurm.ops import CreateHomedirs
+from waldur_slurm.ledger import Ledger
 from waldur_slurm.stuck import StuckOrders, counts_as_stuck
 from waldur_slurm.waldur.errors import WaldurAuthError, WaldurError, WaldurTransientError
 from waldur_slurm.waldur.models import OfferingUser, Order, Resource, TeamMember
@@ -89,6 +91,8 @@ class PullReconciler:
         self.log = log or logging.getLogger("waldur_slurm.pull")
         self.out = out
         self.stuck = StuckOrders(settings.order_max_failed_cycles)
+        state_dir = getattr(settings, "state_dir", None)
+        self.ledger = Ledger(Path(state_dir) / "associations.json" if state_dir else None)
 
     # ------------------------------------------------------------------ helpers
     def _config(self) -> PlanConfig:
@@ -371,6 +375,7 @@ class PullReconciler:
             results: list[OpResult] = self.slurm.apply([p.op for p in ops])
         except SlurmError as exc:
             return [(p, exc) for p in ops]
+        self.ledger.update(r.op for r in results if r.ok)
         failures: list[tuple[PlannedOp, BaseException]] = []
         for planned, result in zip(ops, results):
             if result.ok:
@@ -458,7 +463,8 @@ class PullReconciler:
             else:
                 report.deferred += 1
                 self.log.warning("membership: team of %s not read (%s)", uuid, team)
-        plan = plan_membership(managed, state, config, teams=teams, offering_users=offering_users)
+        plan = plan_membership(managed, state, config, teams=teams, offering_users=offering_users,
+                               added_by_agent=self.ledger.accounts)
         for note in plan.notes:
             self.log.info("membership: %s", note)
         if dry_run:
