@@ -398,6 +398,26 @@ def run_agent(env: Mapping[str, str], *args: str, timeout: float = 240) -> Agent
     return AgentRun(r.returncode, r.stdout, r.stderr, summaries)
 
 
+class Daemon:
+    """The agent as the long-running daemon (no --once), stopped with SIGTERM."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        proc_env = {k: v for k, v in os.environ.items() if not k.startswith(("WALDUR_", "SLURM_", "SENTRY_"))}
+        proc_env.update(env)
+        self.proc = subprocess.Popen([sys.executable, "-m", "waldur_slurm.main"], cwd=REPO, env=proc_env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def stop(self) -> str:
+        """SIGTERM, wait, and the daemon's log."""
+        self.proc.terminate()
+        try:
+            _out, err = self.proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _out, err = self.proc.communicate()
+        return err
+
+
 def _num(v: str) -> Any:
     try:
         return int(v)
@@ -429,3 +449,42 @@ def mm_world(mastermind: Mastermind) -> World:
 
 def dump_json(obj: Any) -> str:
     return json.dumps(obj, indent=1, sort_keys=True, default=str)[:4000]
+
+
+# ------------------------------------------------------------------ faults made in the server's own database
+def psql(sql: str) -> str:
+    """Run SQL in the server's PostgreSQL (as its own `waldur` role): how a test makes the REAL server fail."""
+    env = {**os.environ, "PGPASSWORD": _mm_conf("MM_PG_PASSWORD", "")}
+    r = subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-p", _mm_conf("MM_PG_PORT", "15432"), "-U", "waldur", "-d", "waldur",
+         "-v", "ON_ERROR_STOP=1", "-At", "-c", sql],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode == 0, f"psql failed: {r.stderr.strip()}"
+    return r.stdout
+
+
+class ResourceStateFault:
+    """A trigger that makes the server's database refuse to move one marketplace resource into the given states
+    (Mastermind's integer codes: 2 OK, 3 Erred): the request that tries answers 500 and rolls back."""
+
+    def __init__(self, resource_uuid: str, states: Sequence[int]) -> None:
+        self.name = f"wsa_fault_{resource_uuid[:12]}"
+        self.uuid = resource_uuid
+        self.states = ",".join(str(int(s)) for s in states)
+
+    def __enter__(self) -> ResourceStateFault:
+        psql(f"""
+            CREATE OR REPLACE FUNCTION {self.name}() RETURNS trigger AS $$
+            BEGIN RAISE EXCEPTION 'injected test fault: resource % may not enter state %', NEW.uuid, NEW.state; END
+            $$ LANGUAGE plpgsql;
+            DROP TRIGGER IF EXISTS {self.name} ON marketplace_resource;
+            CREATE TRIGGER {self.name} BEFORE UPDATE ON marketplace_resource FOR EACH ROW
+              WHEN (replace(OLD.uuid::text, '-', '') = '{self.uuid}' AND NEW.state IN ({self.states})
+                    AND OLD.state <> NEW.state)
+              EXECUTE FUNCTION {self.name}();
+        """)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        psql(f"DROP TRIGGER IF EXISTS {self.name} ON marketplace_resource; DROP FUNCTION IF EXISTS {self.name}();")
