@@ -97,3 +97,21 @@ def test_push_reports_only_limit_type_keys_and_drops_others() -> None:
     assert limits_to_report(slurm, {"cpu": 10, "mem": 5}, comps, {"cpu"}) == {"cpu": 10}
     assert limits_to_report(slurm, {"cpu": 9, "license": 2}, comps, {"cpu", "license"}) == {
         "cpu": Decimal("10"), "license": Decimal("2")}
+
+
+def test_diag_names_executing_orders_without_progress() -> None:
+    from tests.unit.test_config import env
+    from waldur_slurm.config import load_settings
+    from waldur_slurm.diag import stalled_orders
+    from waldur_slurm.waldur.models import Order
+
+    settings = load_settings(env(WALDUR_PULL_PERIOD_SECONDS="60", WALDUR_ORDER_MAX_FAILED_CYCLES="4"))
+    now = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.timezone.utc)
+
+    def o(state: str, minutes: int, error: str = "") -> Order:
+        return Order.from_json({"uuid": hexid(), "type": "Update", "state": state, "marketplace_resource_uuid": hexid(),
+                                "modified": (now - dt.timedelta(minutes=minutes)).isoformat(), "error_message": error})
+
+    old, fresh, pending = o("executing", 6, "boom"), o("executing", 4), o("pending-provider", 600)
+    lines = stalled_orders([old, fresh, pending], settings, now)
+    assert lines == [f"order {old.uuid} (Update of resource {old.resource_uuid}) executing for 6 min: boom"]
