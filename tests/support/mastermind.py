@@ -115,6 +115,17 @@ class Mastermind:
         self.url = url.rstrip("/")
         self.staff = Api(self.url, token)
         self._apis: list[Api] = [self.staff]
+        self.offerings: list[str] = []  # every world's offering, checked when the session ends
+
+    def left_half_way(self) -> list[str]:
+        """Orders still executing and resources still Updating in this session's worlds."""
+        out = []
+        for offering in self.offerings:
+            out += [f"order {o['uuid']} {o['type']} {o['state']}" for o in
+                    self.staff.list("/api/marketplace-orders/", offering_uuid=offering, state="executing")]
+            out += [f"resource {r['uuid']} {r['state']}" for r in
+                    self.staff.list("/api/marketplace-provider-resources/", offering_uuid=offering, state="Updating")]
+        return out
 
     def user(self, prefix: str = "u", *, username: str | None = None) -> dict[str, Any]:
         s = stamp()
@@ -313,6 +324,7 @@ def build_world(mm: Mastermind, components: Sequence[Mapping[str, Any]] = DEFAUL
         "secret_options": {"service_provider_can_create_offering_user": True},
     }, expect=201)
     staff.post(f"/api/marketplace-provider-offerings/{offering['uuid']}/activate/", expect=200)
+    mm.offerings.append(offering["uuid"])
     agent = mm.user("agent")
     staff.post(f"/api/customers/{provider['uuid']}/add_user/", {"user": agent["uuid"], "role": "CUSTOMER.OWNER"},
                expect=201)
@@ -439,7 +451,11 @@ def mastermind() -> Iterator[Mastermind]:
                     pytrace=False)
     mm = Mastermind(url, token)
     yield mm
-    mm.close()
+    try:
+        left = mm.left_half_way()
+        assert not left, f"the real-server tests left work half-way on the server: {left}"
+    finally:
+        mm.close()
 
 
 @pytest.fixture
