@@ -57,6 +57,8 @@ from waldur_slurm.slurm.ops import ACCOUNT_RE, MAX_NAME_LEN
 from waldur_slurm.usage import (
     Aggregate,
     BillingWindow,
+    ResourceUsage,
+    as_decimal,
     aggregate,
     billing_window,
     diff_associations,
@@ -74,7 +76,7 @@ if TYPE_CHECKING:
     from waldur_slurm.config import Settings
     from waldur_slurm.slurm.client import SlurmClient, SlurmState
     from waldur_slurm.waldur.client import WaldurClient
-    from waldur_slurm.waldur.models import ComponentUsage, Offering, Resource, UserUsage
+    from waldur_slurm.waldur.models import ComponentUsage, Offering, Order, Resource, UserUsage
 
 log = logging.getLogger("waldur_slurm.push")
 
@@ -108,28 +110,67 @@ class Held:
     totals: dict[str, dict[str, Decimal]] = field(default_factory=dict)  # resource -> type -> amount
     usage_uuids: dict[str, dict[str, str]] = field(default_factory=dict)  # resource -> type -> uuid
     users: dict[str, dict[str, dict[str, Decimal]]] = field(default_factory=dict)  # resource -> type -> user -> amount
+    # The month's usage already billed in plan periods that ended (a plan switch): the current period's record
+    # gets only the rest, or the month would be billed twice (the server keeps one record per plan period).
+    earlier: dict[str, dict[str, Decimal]] = field(default_factory=dict)  # resource -> type -> amount
+    earlier_users: dict[str, dict[str, dict[str, Decimal]]] = field(default_factory=dict)
 
     def record_count(self) -> int:
         """ComponentUsage records of the month (what an offering-wide list of them returns)."""
         return sum(len(types) for types in self.usage_uuids.values())
 
     @classmethod
-    def from_lists(cls, usages: Iterable[ComponentUsage], user_usages: Iterable[UserUsage]) -> Held:
+    def from_lists(
+        cls, usages: Iterable[ComponentUsage], user_usages: Iterable[UserUsage], earlier_records: Collection[str] = ()
+    ) -> Held:
+        """``earlier_records``: uuids of ComponentUsages that belong to plan periods which have ended."""
         held = cls()
         by_uuid: dict[str, tuple[str, str]] = {}
+        old: set[str] = set()
         for cu in usages:
             if not cu.resource_uuid:
                 continue
-            held.totals.setdefault(cu.resource_uuid, {})[cu.type] = cu.usage
-            held.usage_uuids.setdefault(cu.resource_uuid, {})[cu.type] = cu.uuid
+            if cu.uuid in earlier_records:
+                bucket = held.earlier.setdefault(cu.resource_uuid, {})
+                bucket[cu.type] = bucket.get(cu.type, Decimal(0)) + as_decimal(cu.usage)
+                old.add(cu.uuid)
+            else:
+                held.totals.setdefault(cu.resource_uuid, {})[cu.type] = cu.usage
+                held.usage_uuids.setdefault(cu.resource_uuid, {})[cu.type] = cu.uuid
             by_uuid[cu.uuid] = (cu.resource_uuid, cu.type)
         for uu in user_usages:
             key = by_uuid.get(uu.component_usage_uuid or "")
             resource, ctype = key if key else (uu.resource_uuid, uu.component_type)
             if not resource or not ctype or not uu.username:
                 continue
+            if uu.component_usage_uuid in old:
+                users = held.earlier_users.setdefault(resource, {}).setdefault(ctype, {})
+                users[uu.username] = users.get(uu.username, Decimal(0)) + as_decimal(uu.usage)
+                continue
             held.users.setdefault(resource, {}).setdefault(ctype, {})[uu.username] = uu.usage
         return held
+
+    def current_period_share(self, resource: str, usage: ResourceUsage) -> tuple[ResourceUsage, list[str]]:
+        """The month-to-date ``usage`` less what earlier plan periods of the month already hold (never below
+        zero: a lower value is an anomaly, reported and not written)."""
+        earlier = self.earlier.get(resource, {})
+        earlier_users = self.earlier_users.get(resource, {})
+        if not earlier and not earlier_users:
+            return usage, []
+        anomalies: list[str] = []
+
+        def rest(value: Decimal, billed: Decimal, what: str) -> Decimal:
+            if value < billed:
+                anomalies.append(f"{what}: month-to-date {value} is lower than {billed} billed in earlier plan periods")
+                return Decimal("0.00")
+            return value - billed
+
+        totals = {k: rest(v, earlier.get(k, Decimal(0)), f"component {k}") for k, v in usage.totals.items()}
+        per_user = {
+            k: {u: rest(v, earlier_users.get(k, {}).get(u, Decimal(0)), f"component {k} user {u}") for u, v in users.items()}
+            for k, users in usage.per_user.items()
+        }
+        return ResourceUsage(totals=totals, per_user=per_user), anomalies
 
 
 @dataclass(frozen=True)
@@ -309,7 +350,10 @@ def plan_push(
             continue
         rp = ResourcePlan(res.uuid, res.name, account, recover=res.state == "Erred")
         for month in months:
-            converted = to_waldur_usage(month.usage.accounts.get(account), month.components)
+            converted, switched = month.held.current_period_share(
+                res.uuid, to_waldur_usage(month.usage.accounts.get(account), month.components)
+            )
+            rp.anomalies.extend(f"{month.window.period:%Y-%m} {a}" for a in switched)
             diff = diff_usage(converted, month.held.totals.get(res.uuid, {}), month.held.users.get(res.uuid, {}))
             rp.anomalies.extend(f"{month.window.period:%Y-%m} {a}" for a in diff.anomalies)
             if not diff.empty:
@@ -458,10 +502,31 @@ class PushReporter:
                 log.warning(note)
         return usage, limits
 
-    def _held(self, window: BillingWindow) -> Held:
+    def _held(self, window: BillingWindow, *, current: bool = True) -> Held:
+        earlier = self._earlier_period_records(window) if current else set()
         return Held.from_lists(
-            self.waldur.list_component_usages(window.period), self.waldur.list_user_usages(window.period)
+            self.waldur.list_component_usages(window.period), self.waldur.list_user_usages(window.period), earlier
         )
+
+    def _earlier_period_records(self, window: BillingWindow) -> set[str]:
+        """ComponentUsage uuids of plan periods that ended this month.
+
+        The server keeps one usage record per (resource, component, plan period, month) and ``set_usage``
+        writes into the current period. After a plan switch in the middle of a month, the month-to-date total
+        written there would bill the part before the switch twice. One list of the month's done plan-switch
+        orders (an Update whose ``old_plan_uuid`` differs from its plan) finds the resources; only those have
+        their plan periods read.
+        """
+        orders = self.waldur.list_orders(states=("done",), types=("Update",), modified_since=window.start)
+        switched = sorted({o.resource_uuid for o in orders if o.resource_uuid and _switches_plan(o)})
+        records: set[str] = set()
+        for uuid in switched:
+            for period in self.waldur.plan_periods(uuid):
+                if period.end is not None and period.end >= window.start:
+                    for component in period.raw.get("components") or []:
+                        if isinstance(component, Mapping) and isinstance(component.get("uuid"), str):
+                            records.add(component["uuid"].replace("-", "").lower())
+        return records
 
     def _associations(self) -> dict[str, frozenset[str]]:
         """2024: every association of the offering, by allocation uuid, in one paged list."""
@@ -553,7 +618,7 @@ class PushReporter:
             allowed = backfill_types(offering, usage_components, staff=self._is_staff())
             if allowed:
                 try:
-                    months.append(MonthInput(previous, self._read_usage(accounts, previous), self._held(previous), allowed))
+                    months.append(MonthInput(previous, self._read_usage(accounts, previous), self._held(previous, current=False), allowed))
                 except SlurmError as e:
                     note = f"previous month {previous.period:%Y-%m} not re-reported: SLURM read failed: {e}"
                     report.notes.append(note)
@@ -731,6 +796,11 @@ class PushReporter:
         self.waldur.mark_resource_erred(rp.uuid, rp.erred_message or missing_account_message(rp.account))
         out.writes += 1
         log.warning("resource %s marked erred: %s", rp.uuid, rp.erred_message)
+
+def _switches_plan(order: Order) -> bool:
+    old = order.raw.get("old_plan_uuid")
+    return isinstance(old, str) and bool(old) and old.replace("-", "").lower() != (order.plan_uuid or "")
+
 
 def _skip_empty(report: CycleReport, resource: Resource) -> bool:
     """A resource with an empty backend_id never reaches SLURM (B14); Waldur lists them when it ignores filters."""

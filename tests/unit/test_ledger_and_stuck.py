@@ -115,3 +115,27 @@ def test_diag_names_executing_orders_without_progress() -> None:
     old, fresh, pending = o("executing", 6, "boom"), o("executing", 4), o("pending-provider", 600)
     lines = stalled_orders([old, fresh, pending], settings, now)
     assert lines == [f"order {old.uuid} (Update of resource {old.resource_uuid}) executing for 6 min: boom"]
+
+
+def test_usage_of_earlier_plan_periods_is_not_billed_again() -> None:
+    from waldur_slurm.push import Held
+    from waldur_slurm.usage import ResourceUsage
+    from waldur_slurm.waldur.models import ComponentUsage, UserUsage
+
+    res, old, new = hexid(), hexid(), hexid()
+    usages = [ComponentUsage.from_json({"uuid": old, "resource_uuid": res, "type": "mem", "usage": "10.00"}),
+              ComponentUsage.from_json({"uuid": new, "resource_uuid": res, "type": "mem", "usage": "2.00"})]
+    users = [UserUsage.from_json({"uuid": hexid(), "component_usage": f"http://x/api/marketplace-component-usages/{old}/",
+                                  "username": "alice", "usage": "10.00", "resource_uuid": res, "component_type": "mem"})]
+    held = Held.from_lists(usages, users, earlier_records={old})
+    assert held.totals == {res: {"mem": Decimal("2.00")}} and held.usage_uuids == {res: {"mem": new}}
+    assert held.earlier == {res: {"mem": Decimal("10.00")}}
+    assert held.users == {}
+    month = ResourceUsage(totals={"mem": Decimal("15.00")}, per_user={"mem": {"alice": Decimal("15.00")}})
+    share, anomalies = held.current_period_share(res, month)
+    assert share.totals == {"mem": Decimal("5.00")} and share.per_user == {"mem": {"alice": Decimal("5.00")}}
+    assert anomalies == []
+    lower, anomalies = held.current_period_share(res, ResourceUsage(totals={"mem": Decimal("9")}, per_user={}))
+    assert lower.totals == {"mem": Decimal("0.00")} and "lower than 10.00" in anomalies[0]
+    untouched, _ = Held.from_lists(usages[:1], []).current_period_share(res, month)
+    assert untouched is month

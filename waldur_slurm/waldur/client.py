@@ -465,11 +465,18 @@ class WaldurClient:
         )
 
     # ------------------------------------------------------------------ orders
-    def list_orders(self, states: Iterable[str] = ("pending-provider", "executing"), types: Iterable[str] | None = None) -> list[Order]:
-        """Orders of the offering in these states (all pages)."""
+    def list_orders(
+        self,
+        states: Iterable[str] = ("pending-provider", "executing"),
+        types: Iterable[str] | None = None,
+        modified_since: dt.datetime | None = None,
+    ) -> list[Order]:
+        """Orders of the offering in these states (all pages), optionally only those modified since a time."""
         filters: dict[str, Any] = {"offering_uuid": UUID(self.offering_uuid), "state": [OrderState(s) for s in states]}
         if types is not None:
             filters["type_"] = [RequestTypes(t) for t in types]
+        if modified_since is not None:
+            filters["modified"] = modified_since
         return [Order.from_json(d) for d in self._list_all(marketplace_orders_list, **filters)]
 
     def get_order(self, order_uuid: str) -> Order:
