@@ -156,3 +156,40 @@ def test_push_usage_limits_and_no_writes_when_nothing_changed(site: Site) -> Non
     after_update = site.push()
     assert after_update.returncode == 0 and AccessLog.writes(site.access.since(mark, world=site.world)) == []
     assert {k: Decimal(v) for k, v in w.usages(res["uuid"]).items()} == held
+
+
+def test_plan_switch_in_the_middle_of_the_month_is_not_billed_twice(mastermind, slurm_root, tmp_path) -> None:
+    """The server keeps one usage record per plan period; after a switch, the new period's record must hold only
+    the usage since the switch, so that the month's records add up to the month-to-date total once."""
+    from tests.support.mastermind import build_world
+    world = build_world(mastermind, plans=("Default", "Second"))
+    tres = tmp_path / "tres.yaml"
+    tres.write_text(TRES_IN_MINUTES)
+    site = Site(world, slurm_root, tres, AccessLog())
+    alice = world.member("alice")
+    world.set_username(alice, "wsa_alice")
+    _order, res = create(site, "switch", {"cpu": 50})
+    account = res["backend_id"]
+
+    wait_jobs_in_sacct([submit_job("wsa_alice", account, cpus=1, mem_mb=500, seconds=3)])
+    assert site.push().returncode == 0
+    before, _ = sacct_usage(account)
+
+    switch = world.switch_plan(res["uuid"], "Second")
+    site.pull_until(lambda: done(site, switch))
+    wait_jobs_in_sacct([submit_job("wsa_alice", account, cpus=2, mem_mb=700, seconds=3)])
+    pushed = site.push()
+    assert pushed.returncode == 0, pushed.stderr[-3000:]
+    totals, _ = sacct_usage(account)
+    assert totals["mem"] > before["mem"]
+    records = world.usage_records(res["uuid"])
+    billed: dict[str, Decimal] = defaultdict(Decimal)
+    for r in records:
+        billed[r["type"]] += Decimal(r["usage"])
+    assert len([r for r in records if r["type"] == "mem"]) == 2  # one per plan period
+    assert billed["mem"] == totals["mem"] and billed["cpu"] == totals["cpu"], (records, totals)
+
+    # and a push with nothing new writes nothing
+    mark = site.access.mark()
+    assert site.push().returncode == 0
+    assert AccessLog.writes(site.access.since(mark, world=world)) == []

@@ -252,6 +252,14 @@ class World:
         out = self.owner.post(f"/api/marketplace-resources/{resource_uuid}/update_limits/", {"limits": dict(limits)})
         return out["order_uuid"]
 
+    def switch_plan(self, resource_uuid: str, plan_name: str) -> str:
+        public = self.owner.get(f"/api/marketplace-public-offerings/{self.offering_uuid}/")
+        plan = next(p["url"] for p in public["plans"] if p["name"] == plan_name)
+        return self.owner.post(f"/api/marketplace-resources/{resource_uuid}/switch_plan/", {"plan": plan})["order_uuid"]
+
+    def usage_records(self, resource_uuid: str) -> list[dict[str, Any]]:
+        return self.staff.list("/api/marketplace-component-usages/", resource_uuid=resource_uuid)
+
     def terminate(self, resource_uuid: str) -> str:
         out = self.owner.post(f"/api/marketplace-resources/{resource_uuid}/terminate/", {})
         return out["order_uuid"]
@@ -310,7 +318,8 @@ class World:
                 "WALDUR_OFFERING_UUID": self.offering_uuid, **extra}
 
 
-def build_world(mm: Mastermind, components: Sequence[Mapping[str, Any]] = DEFAULT_COMPONENTS) -> World:
+def build_world(mm: Mastermind, components: Sequence[Mapping[str, Any]] = DEFAULT_COMPONENTS,
+                plans: Sequence[str] = ("Default",)) -> World:
     s = stamp()
     staff = mm.staff
     provider = staff.post("/api/customers/", {"name": f"HPC centre {s}", "abbreviation": "HPC"}, expect=201)
@@ -320,7 +329,7 @@ def build_world(mm: Mastermind, components: Sequence[Mapping[str, Any]] = DEFAUL
         "name": f"SLURM {s}", "category": category["url"], "customer": provider["url"],
         "type": "Marketplace.Slurm", "shared": True, "billable": True,
         "components": [dict(c) for c in components],
-        "plans": [{"name": "Default", "unit": "month"}],
+        "plans": [{"name": name, "unit": "month"} for name in plans],
         "secret_options": {"service_provider_can_create_offering_user": True},
     }, expect=201)
     staff.post(f"/api/marketplace-provider-offerings/{offering['uuid']}/activate/", expect=200)
@@ -338,7 +347,7 @@ def build_world(mm: Mastermind, components: Sequence[Mapping[str, Any]] = DEFAUL
     project = owner.post("/api/projects/", {"name": f"proj-{s}", "customer": consumer["url"]}, expect=201)
     public = owner.get(f"/api/marketplace-public-offerings/{offering['uuid']}/")
     return World(mm=mm, offering_uuid=offering["uuid"], public_offering_url=public["url"],
-                 plan_url=public["plans"][0]["url"], provider_customer=provider, agent_token=agent_token,
+                 plan_url=next(p["url"] for p in public["plans"] if p["name"] == plans[0]), provider_customer=provider, agent_token=agent_token,
                  consumer=consumer, owner=owner, project=project)
 
 
