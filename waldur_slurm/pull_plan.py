@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from waldur_slurm import naming
 from waldur_slurm.components import Component, parse_amount
+from waldur_slurm.values import BadValue, show
 from waldur_slurm.naming import NamingError, NamingRules
 from waldur_slurm.slurm.errors import InvalidValue
 from waldur_slurm.slurm.ops import (
@@ -258,7 +259,7 @@ def validate_limits(raw: object, components: Mapping[str, Component]) -> tuple[d
     if raw is None:
         return {}, {}, []
     if not isinstance(raw, Mapping):
-        raise OrderInvalid(f"limits {raw!r} is not a mapping of component to number")
+        raise OrderInvalid(f"limits {show(raw)} is not a mapping of component to number")
     slurm: dict[str, int] = {}
     waldur: dict[str, Any] = {}
     notes: list[str] = []
@@ -268,18 +269,16 @@ def validate_limits(raw: object, components: Mapping[str, Component]) -> tuple[d
         component = components.get(key) if isinstance(key, str) else None
         if component is None:
             known = ", ".join(sorted(components)) or "none"
-            raise OrderInvalid(f"{field_name} = {value!r}: unknown component {key!r} (known: {known})")
+            raise OrderInvalid(f"{field_name} = {show(value)}: unknown component {show(key)} (known: {known})")
         if value is None:
             notes.append(f"{field_name} is null: treated as not given")
             continue
-        number = parse_amount(value)
-        if number is None or not number.is_finite():
-            raise OrderInvalid(f"{field_name} = {value!r} is not a finite number")
-        if number < 0:
-            raise OrderInvalid(f"{field_name} = {value!r} is negative")
-        minutes = component.to_slurm(number)
+        try:
+            minutes = component.to_slurm(value, field_name)
+        except BadValue as exc:
+            raise OrderInvalid(str(exc)) from None
         if minutes >= MAX_TRES_MINUTES:
-            raise OrderInvalid(f"{field_name} = {value!r} is too large ({minutes} TRES-minutes)")
+            raise OrderInvalid(f"{field_name} = {show(value)} is too large ({minutes} TRES-minutes)")
         if component.accounting_type != "limit":
             notes.append(f"{field_name} ignored: {key} is a usage component, its limit comes from the components file")
             continue
@@ -982,7 +981,7 @@ def plan_orders(
                 _plan_update(op_plan, work, resource)
             else:
                 _plan_terminate(op_plan, work, resource)
-        except (OrderInvalid, AgentMisconfigured, NamingError, InvalidValue) as exc:
+        except (OrderInvalid, AgentMisconfigured, NamingError, InvalidValue, BadValue) as exc:
             work.rollback()
             op_plan.approve = False
             op_plan.actions.clear()
