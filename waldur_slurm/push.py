@@ -66,6 +66,7 @@ from waldur_slurm.usage import (
     previous_window,
     to_waldur_usage,
 )
+from waldur_slurm.values import BadValue
 from waldur_slurm.waldur.errors import WaldurAuthError, WaldurError, WaldurTransientError
 from waldur_slurm.waldur.models import uuid_from_url
 
@@ -210,6 +211,7 @@ class PushPlan:
     skipped: list[str] = field(default_factory=list)
     anomalies: list[str] = field(default_factory=list)
     missing: set[str] = field(default_factory=set)  # accounts of markable resources absent from this dump
+    failed: list[str] = field(default_factory=list)  # resources with a value that cannot be used (BadValue)
 
     def describe(self) -> list[str]:
         return [line for rp in self.resources for line in rp.describe()]
@@ -281,16 +283,29 @@ def plan_push(
             plan.skipped.append(f"resource {res.uuid}: erred with an order in progress; left to the pull daemon")
             continue
         rp = ResourcePlan(res.uuid, res.name, account, recover=res.state == "Erred")
-        for month in months:
-            converted = to_waldur_usage(month.usage.accounts.get(account), month.components)
-            diff = diff_usage(converted, month.held.totals.get(res.uuid, {}), month.held.users.get(res.uuid, {}))
-            rp.anomalies.extend(f"{month.window.period:%Y-%m} {a}" for a in diff.anomalies)
-            if not diff.empty:
-                rp.months.append(MonthWrites(month.window, diff.totals, diff.per_user, dict(month.held.usage_uuids.get(res.uuid, {}))))
+        try:
+            for month in months:
+                converted = to_waldur_usage(month.usage.accounts.get(account), month.components)
+                diff = diff_usage(converted, month.held.totals.get(res.uuid, {}), month.held.users.get(res.uuid, {}))
+                rp.anomalies.extend(f"{month.window.period:%Y-%m} {a}" for a in diff.anomalies)
+                if not diff.empty:
+                    rp.months.append(MonthWrites(month.window, diff.totals, diff.per_user, dict(month.held.usage_uuids.get(res.uuid, {}))))
+        except BadValue as exc:
+            # Without a usable value held by Waldur, "never lower" cannot be checked: this resource's usage
+            # waits until the value is fixed; every other resource is reported.
+            plan.failed.append(f"resource {res.uuid} ({account}): usage not reported: {exc}")
+            continue
         if not busy:
             # While an order runs, the pull daemon is changing limits and users: reporting SLURM's
             # half-applied state back could overwrite the order's values.
-            rp.limits = diff_limits(slurm_account.limits, res.limits, limit_components)
+            try:
+                if slurm_account.limits_problem:
+                    plan.failed.append(f"resource {res.uuid} ({account}): limits not reported: {slurm_account.limits_problem}")
+                else:
+                    rp.limits = diff_limits(slurm_account.limits, res.limits, limit_components)
+            except BadValue as exc:
+                # the usage above is still reported: a bad limit in Waldur must not cost a bill
+                plan.failed.append(f"resource {res.uuid} ({account}): limits not reported: {exc}")
             if associations is not None:
                 if res.allocation_uuid is None:
                     plan.skipped.append(f"resource {res.uuid}: no SLURM allocation in Waldur yet; associations not synced")
@@ -547,6 +562,10 @@ class PushReporter:
         report.skipped += len(plan.skipped)
         for line in plan.skipped:
             log.info(line)
+        report.failed += len(plan.failed)
+        report.notes.extend(plan.failed)
+        for line in plan.failed:
+            log.warning(line)
         if plan.missing:
             sample = ", ".join(sorted(plan.missing)[:10])
             log.warning("%d account(s) of resources absent from the SLURM dump: %s", len(plan.missing), sample)
