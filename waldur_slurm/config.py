@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from waldur_slurm.components import Component, ComponentsError, load_components
+from waldur_slurm.urls import mask_url
 
 
 class ConfigError(ValueError):
@@ -125,6 +126,8 @@ class Settings:
             value: Any = getattr(self, f.name)
             if f.name in ("waldur_api_token", "sentry_dsn"):
                 value = mask(value)
+            elif f.name == "waldur_api_url":
+                value = mask_url(value)
             elif f.name == "components":
                 value = ", ".join(value)
             rows.append((f.name, str(value)))
