@@ -20,7 +20,7 @@ accounts, limits and associations are added, and what is already right produces 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -319,8 +319,37 @@ def offering_users_by_user(offering_users: Iterable[OfferingUser]) -> dict[str, 
     return {ou.user_uuid: ou for ou in offering_users if ou.user_uuid}
 
 
+# Words sacctmgr reads as part of a command wherever they appear (``add user where account=x`` does not add
+# a user named "where"), so such a user name can never be given to it safely.
+SACCTMGR_KEYWORDS = frozenset({
+    "where", "set", "name", "names", "user", "users", "account", "accounts", "cluster", "clusters", "format",
+    "withassoc", "withdeleted", "withcoord", "withsubaccounts", "tree", "parent", "partition", "qos", "wckey",
+    "wckeys", "defaultaccount", "adminlevel", "defaultwckey", "coordinator", "coordinators", "association",
+    "associations", "assoc", "tres", "event", "events", "problem", "problems", "transaction", "transactions",
+    "runawayjobs", "stats", "configuration", "federation", "reservation", "resource", "archive", "dump",
+    "load", "list", "show", "add", "create", "modify", "update", "delete", "remove", "exit", "quit", "help",
+    "oneliner", "quiet", "verbose", "readonly", "immediate", "parsable", "parsable2", "noheader", "version",
+})
+
+
+def ambiguous_usernames(offering_users: Iterable[OfferingUser]) -> set[str]:
+    """SLURM user names that several offering usernames map to (``Bob`` and ``bob``: SLURM lower-cases both).
+
+    Such a name belongs to nobody: adding it would let two people share one login's associations.
+    """
+    spellings: dict[str, set[str]] = {}
+    for ou in offering_users:
+        if ou.username:
+            name = _norm_user(ou.username)
+            if name is not None:
+                spellings.setdefault(name, set()).add(ou.username.strip())
+    return {name for name, seen in spellings.items() if len(seen) > 1}
+
+
 def resource_users(
-    team: Iterable[TeamMember] | None, offering_users: Iterable[OfferingUser] | Mapping[str, OfferingUser]
+    team: Iterable[TeamMember] | None,
+    offering_users: Iterable[OfferingUser] | Mapping[str, OfferingUser],
+    ambiguous: Collection[str] = (),
 ) -> tuple[set[str], list[str]]:
     """SLURM users of a resource: its team members that have an offering user with a username.
 
@@ -338,6 +367,12 @@ def resource_users(
         name = _norm_user(ou.username)
         if name is None:
             notes.append(f"offering username {ou.username!r} is not a valid SLURM user name: not added")
+        elif name in SACCTMGR_KEYWORDS:
+            notes.append(f"offering username {ou.username!r} is a sacctmgr keyword: sacctmgr would read it as "
+                         "part of the command, not as a user name; not added")
+        elif name in ambiguous:
+            notes.append(f"offering username {ou.username!r}: another offering user's name differs only in case "
+                         f"and SLURM would make both {name!r}: not added (rename one of them in Waldur)")
         elif name not in IGNORED_USERS:
             users.add(name)
     return users, notes
@@ -765,7 +800,8 @@ def _follow_moved_project(work: _Work, account: str, resource: Resource) -> tupl
 
 
 def _plan_create(plan: OrderPlan, work: _Work, resource: Resource | None,
-                 team: Sequence[TeamMember] | None, offering_users: Mapping[str, OfferingUser]) -> None:
+                 team: Sequence[TeamMember] | None, offering_users: Mapping[str, OfferingUser],
+                 ambiguous: Collection[str] = ()) -> None:
     order, cfg = plan.order, work.config
     slurm_limits, waldur_limits, notes = validate_limits(order.limits, cfg.components)
     plan.notes.extend(notes)
@@ -806,7 +842,7 @@ def _plan_create(plan: OrderPlan, work: _Work, resource: Resource | None,
             work.limit(account, diff, owner)
     plan.account = account
 
-    users, user_notes = resource_users(team, offering_users)
+    users, user_notes = resource_users(team, offering_users, ambiguous)
     plan.notes.extend(user_notes)
     present = work.users_of(account)
     for user in sorted(users - present):
@@ -935,6 +971,7 @@ def plan_orders(
     teams = teams or {}
     approved = set(approved)
     by_user = offering_users_by_user(offering_users)
+    ambiguous = ambiguous_usernames(offering_users)
     work = _Work(state, config)
     plan = PullPlan()
     for res in resources.values():
@@ -976,7 +1013,7 @@ def plan_orders(
         work.begin()
         try:
             if order.type == CREATE:
-                _plan_create(op_plan, work, resource, teams.get(order.resource_uuid), by_user)
+                _plan_create(op_plan, work, resource, teams.get(order.resource_uuid), by_user, ambiguous)
             elif order.type == UPDATE:
                 _plan_update(op_plan, work, resource)
             else:
@@ -1043,7 +1080,9 @@ def plan_membership(
     """
     work = _Work(state, config)
     plan = MembershipPlan()
-    known = offering_usernames(offering_users)
+    # an ambiguous name is neither added nor removed: whose association it is cannot be told
+    ambiguous = ambiguous_usernames(offering_users)
+    known = offering_usernames(offering_users) - ambiguous
     by_user = offering_users_by_user(offering_users)
     for resource in sorted(resources, key=lambda r: r.uuid):
         if resource.uuid not in teams:
@@ -1060,7 +1099,7 @@ def plan_membership(
             plan.notes.append(f"resource {resource.uuid}: {followed[0]}")
             if followed[1]:
                 plan.moved.append(resource.uuid)
-        desired, notes = resource_users(teams[resource.uuid], by_user)
+        desired, notes = resource_users(teams[resource.uuid], by_user, ambiguous)
         plan.notes.extend(f"resource {resource.uuid}: {n}" for n in notes)
         current = work.users_of(account)
         to_add = sorted(desired - current)
