@@ -602,26 +602,23 @@ def parse_jobs(text: str) -> list[JobRecord]:
     """Parse sacct output in SACCT_FORMAT (pure)."""
     records = []
     for job_id, account, user, state, elapsed_raw, req, alloc, start, end in split_rows(text, 9):
-        problem = None
+        state = state.split(" ")[0]  # "CANCELLED by 0" -> "CANCELLED"
         try:
-            req_tres, alloc_tres = parse_tres(req), parse_tres(alloc)
-        except SlurmParseError as exc:
-            # one record SLURM printed oddly is not billed (and said so); the others are
-            req_tres, alloc_tres, problem = {}, {}, str(exc)
-        records.append(
-            JobRecord(
+            record = JobRecord(
                 job_id=job_id,
                 account=account,
                 user=user,
-                state=state.split(" ")[0],  # "CANCELLED by 0" -> "CANCELLED"
+                state=state,
                 elapsed_seconds=parse_elapsed_raw(elapsed_raw),
-                req_tres=req_tres,
-                alloc_tres=alloc_tres,
+                req_tres=parse_tres(req),
+                alloc_tres=parse_tres(alloc),
                 start=_utc(parse_sacct_time(start)),
                 end=_utc(parse_sacct_time(end)),
-                problem=problem,
             )
-        )
+        except SlurmParseError as exc:
+            # one record SLURM printed oddly is not billed (and said so); the others are
+            record = JobRecord(job_id, account, user, state, 0, {}, {}, None, None, problem=str(exc))
+        records.append(record)
     return records
 
 

@@ -20,7 +20,7 @@ class SlurmParseError(SlurmError, ValueError):
 
 # ---------------------------------------------------------------------------- TRES
 _UNIT_POWER = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5}
-_TRES_VALUE = re.compile(r"^(\d{1,30}(?:\.\d{1,30})?)([A-Za-z?*]?)$")
+_TRES_VALUE = re.compile(r"^(\d{1,30}(?:\.\d{1,30})?)([A-Za-z?*]?)$", re.ASCII)
 # No TRES amount SLURM tracks comes near this (it stores 64-bit counts); larger text is refused unparsed.
 MAX_TRES_VALUE = Decimal(2) ** 64
 
@@ -86,7 +86,7 @@ def format_limits(limits: dict[str, int | None]) -> str:
 
 
 # ------------------------------------------------------------------------- Elapsed
-_ELAPSED = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)(\.\d+)?$")
+_ELAPSED = re.compile(r"^(?:(\d{1,9})-)?(?:(\d{1,9}):)?(\d{1,9}):(\d{1,9})(\.\d{1,9})?$", re.ASCII)
 
 
 def parse_elapsed(text: str) -> Decimal:
@@ -109,8 +109,9 @@ def parse_elapsed_raw(text: str) -> int:
     text = text.strip()
     if not text:
         return 0
-    if not text.isdigit():
-        raise SlurmParseError(f"bad ElapsedRaw {text!r}")
+    # ASCII digits only ("¹".isdigit() is true), and no more than fits any real duration
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
+        raise SlurmParseError(f"bad ElapsedRaw {text[:40]!r}")
     return int(text)
 
 
