@@ -711,6 +711,52 @@ class PushReporter:
             self.waldur.set_user_usages(usage_uuid, users)
             out.writes += 1
 
+    # ------------------------------------------------------------------ final usage (Terminate)
+    def report_final(self, accounts: Mapping[str, str]) -> dict[str, BaseException | None]:
+        """Report the month-to-date usage of resources whose Terminate is in progress, while Waldur still
+        accepts usage for them (resource uuid -> SLURM account; the account may already be removed: sacct
+        keeps its job records).
+
+        The push cycle's own steps: ONE sacct for all the accounts, the same aggregation and conversion,
+        and per resource what Waldur holds for the month (two lists), writing only increases. Returns each
+        resource's error (None when reported or nothing was new). A failed sacct or offering read raises
+        (SlurmError, WaldurError): then nothing was reported.
+        """
+        if not accounts:
+            return {}
+        window = billing_window(self.now(), self.settings.billing_timezone)
+        usage_components, _ = self._components(self.waldur.get_offering(), CycleReport(kind="final usage"))
+        agg = self._read_usage(sorted(set(accounts.values())), window)
+        results: dict[str, BaseException | None] = {}
+        for uuid, account in sorted(accounts.items()):
+            try:
+                held = Held.from_lists(self.waldur.list_component_usages(window.period, resource_uuid=uuid),
+                                       self.waldur.list_user_usages(window.period, resource_uuid=uuid))
+                converted = to_waldur_usage(agg.accounts.get(account), usage_components)
+                diff = diff_usage(converted, held.totals.get(uuid, {}), held.users.get(uuid, {}))
+            except WaldurAuthError:
+                raise
+            except (WaldurError, BadValue) as exc:
+                results[uuid] = exc
+                continue
+            for anomaly in diff.anomalies:
+                log.warning("usage anomaly: resource %s (%s): %s", uuid, account, anomaly)
+            rp = ResourcePlan(uuid, "", account)
+            if not diff.empty:
+                rp.months.append(MonthWrites(window, diff.totals, diff.per_user, dict(held.usage_uuids.get(uuid, {}))))
+            out = _Outcome()
+            later = self._apply_one(rp, out)
+            if later and out.error is None:
+                self._write_user_usages(later, out)
+            if out.auth_error is not None:
+                raise out.auth_error
+            results[uuid] = out.error
+            if out.error is None and not diff.empty:
+                values = ", ".join(f"{k}={v}" for k, v in sorted(diff.totals.items()))
+                log.info("resource %s (%s): final usage %s reported: %s", uuid, account, f"{window.period:%Y-%m}",
+                         values or "per-user usage only")
+        return results
+
     def _mark_erred(self, rp: ResourcePlan, out: _Outcome) -> None:
         # Re-read just before the only destructive write of the cycle: the pull daemon may have started an
         # order for this resource since the list was read (B15).
