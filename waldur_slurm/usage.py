@@ -220,13 +220,13 @@ def aggregate(
         account = record.account.lower()
         if wanted is not None and account not in wanted:
             continue
-        elapsed = int(record.elapsed_seconds) if window is None else elapsed_in_window(record, window)
-        if elapsed <= 0:
-            continue
         job_id = getattr(record, "job_id", "?")
         problem = getattr(record, "problem", None)
-        if problem:
+        if problem:  # a row SLURM printed unreadably: its time is unknown too, so it is reported, never guessed
             result.unusable.append(f"job {job_id} (account {account}): {problem}")
+            continue
+        elapsed = int(record.elapsed_seconds) if window is None else elapsed_in_window(record, window)
+        if elapsed <= 0:
             continue
         tres, fell_back = _tres_of(record, source)
         if not tres:
