@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 from waldur_slurm.config import mask
+from waldur_slurm.urls import mask_url
 
 if TYPE_CHECKING:
     from waldur_slurm.config import Settings
@@ -55,7 +56,7 @@ def check_config(settings: Settings) -> Check:
     mode = settings.deployment_type + (f" (container {settings.container_name!r})"
                                        if settings.deployment_type == "docker" else "")
     parts = [
-        f"Waldur {settings.waldur_api_url}",
+        f"Waldur {mask_url(settings.waldur_api_url)}",
         f"offering {settings.offering_uuid}",
         f"direction {settings.sync_direction or '(unset)'}",
         f"SLURM {mode}",
@@ -85,13 +86,13 @@ def waldur_checks(settings: Settings, waldur: Any) -> list[Check]:
     try:
         version = waldur.server_version()
     except Exception as exc:
-        checks.append(Check(names[0], False, f"{settings.waldur_api_url}: {_reason(exc)}"))
+        checks.append(Check(names[0], False, f"{mask_url(settings.waldur_api_url)}: {_reason(exc)}"))
         return skipped("Waldur API unreachable")
     try:
         flavour = waldur.flavour
     except Exception:  # informative only
         flavour = None
-    checks.append(Check(names[0], True, f"{settings.waldur_api_url}, server version {version or 'unknown'}"
+    checks.append(Check(names[0], True, f"{mask_url(settings.waldur_api_url)}, server version {version or 'unknown'}"
                         + (f" (API flavour {flavour})" if flavour else "")))
 
     try:

@@ -129,7 +129,7 @@ def test_usage_of_earlier_plan_periods_is_not_billed_again() -> None:
                                   "username": "alice", "usage": "10.00", "resource_uuid": res, "component_type": "mem"})]
     held = Held.from_lists(usages, users, earlier_records={old})
     assert held.totals == {res: {"mem": Decimal("2.00")}} and held.usage_uuids == {res: {"mem": new}}
-    assert held.earlier == {res: {"mem": Decimal("10.00")}}
+    assert held.earlier == {res: {"mem": [Decimal("10.00")]}}
     assert held.users == {}
     month = ResourceUsage(totals={"mem": Decimal("15.00")}, per_user={"mem": {"alice": Decimal("15.00")}})
     share, anomalies = held.current_period_share(res, month)
