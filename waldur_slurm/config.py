@@ -62,6 +62,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("WALDUR_PUSH_PERIOD_SECONDS", "3600", "period of the push (usage reporting) cycle"),
     Variable("WALDUR_PUSH_CONCURRENCY", "8", "how many Waldur writes the push daemon runs at once"),
     Variable("WALDUR_READ_CONCURRENCY", "8", "how many per-resource Waldur reads (project teams) the pull daemon runs at once"),
+    Variable("WALDUR_ORDER_MAX_FAILED_CYCLES", "5", "pull cycles in a row in which the same step of an order may fail with a server error before the agent gives the order up (marks it erred where the server allows) and stops retrying it"),
     Variable("WALDUR_BILLING_TIMEZONE", "UTC", "timezone of the billing month (IANA name)"),
     Variable("WALDUR_HEARTBEAT_FILE", None, "file touched after every successful cycle (for health checks)"),
     Variable("WALDUR_METRICS_PORT", "0", "port of the Prometheus /metrics and /healthz endpoint; 0 disables it"),
@@ -109,6 +110,7 @@ class Settings:
     push_period: float
     push_concurrency: int
     read_concurrency: int
+    order_max_failed_cycles: int
     billing_timezone: ZoneInfo
     heartbeat_file: str | None
     metrics_port: int
@@ -350,6 +352,7 @@ def load_settings(environ: Mapping[str, str], *, need_direction: bool = False) -
         push_period=r.number("WALDUR_PUSH_PERIOD_SECONDS", float, 1, 86400),
         push_concurrency=r.number("WALDUR_PUSH_CONCURRENCY", int, 1, 64),
         read_concurrency=r.number("WALDUR_READ_CONCURRENCY", int, 1, 64),
+        order_max_failed_cycles=r.number("WALDUR_ORDER_MAX_FAILED_CYCLES", int, 1, 1000),
         billing_timezone=timezone,
         heartbeat_file=r.raw("WALDUR_HEARTBEAT_FILE"),
         metrics_port=r.number("WALDUR_METRICS_PORT", int, 0, 65535),

@@ -20,6 +20,7 @@ class CycleReport:
     failed: int = 0
     deferred: int = 0
     skipped: int = 0
+    stuck: int = 0  # orders given up after failing the same step cycle after cycle, and still held
     slurm_processes: int = 0
     http_requests: int = 0
     writes: int = 0
@@ -33,6 +34,7 @@ class CycleReport:
             f"failed={self.failed}",
             f"deferred={self.deferred}",
             f"skipped={self.skipped}",
+            f"stuck={self.stuck}",
             f"writes={self.writes}",
             f"slurm_processes={self.slurm_processes}",
             f"http_requests={self.http_requests}",

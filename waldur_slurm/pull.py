@@ -45,6 +45,7 @@ from waldur_slurm.pull_plan import (
 from waldur_slurm.slurm.client import OpResult, SlurmClient, SlurmState
 from waldur_slurm.slurm.errors import ActiveJobsError, SlurmError, SlurmTransientError
 from waldur_slurm.slurm.ops import CreateHomedirs
+from waldur_slurm.stuck import StuckOrders, counts_as_stuck
 from waldur_slurm.waldur.errors import WaldurAuthError, WaldurError, WaldurTransientError
 from waldur_slurm.waldur.models import OfferingUser, Order, Resource, TeamMember
 
@@ -87,6 +88,7 @@ class PullReconciler:
         self.slurm = slurm
         self.log = log or logging.getLogger("waldur_slurm.pull")
         self.out = out
+        self.stuck = StuckOrders(settings.order_max_failed_cycles)
 
     # ------------------------------------------------------------------ helpers
     def _config(self) -> PlanConfig:
@@ -114,6 +116,7 @@ class PullReconciler:
         try:
             self._cycle(report, dry_run)
         finally:
+            report.stuck = self.stuck.held_count
             self._finish(report, start)
         return report
 
@@ -126,6 +129,8 @@ class PullReconciler:
             report.deferred += 1
             return
         report.seen = len(orders)
+        self.stuck.keep_only({o.uuid for o in orders})
+        orders = [o for o in orders if not self._held(o, report)]
         if not orders:
             return
         try:
@@ -238,7 +243,7 @@ class PullReconciler:
         except WaldurAuthError:
             raise
         except WaldurTransientError as exc:
-            outcome.deferred[uuid] = str(exc)
+            self._order_step_failed(order, "approve" if p.approve else "reject", exc, outcome)
         except WaldurError as exc:
             outcome.failed[uuid] = f"Waldur refused: {exc}"
             self.log.error("order %s: Waldur refused: %s", uuid, exc)
@@ -255,6 +260,50 @@ class PullReconciler:
             raise
         except WaldurError as exc:
             self.log.warning("order %s: could not be marked erred (%s); tried again next cycle", order.uuid, exc)
+
+    def _held(self, order: Order, report: CycleReport) -> bool:
+        """An order given up earlier and unchanged since: one line for the operator, no request for it."""
+        f = self.stuck.held(order.uuid, order.modified)
+        if f is None:
+            return False
+        self.log.error(
+            "order %s (%s of resource %s) is given up: %s failed in %d pull cycles in a row (%s); it could not be "
+            "marked erred and is not tried again until it changes in Waldur or the agent restarts",
+            order.uuid, order.type, order.resource_uuid, f.step, f.cycles, f.error,
+        )
+        return True
+
+    def _order_step_failed(self, order: Order, step: str, exc: WaldurTransientError, outcome: _Outcome) -> None:
+        """A transient failure of one order's own step: the order waits for the next cycle, unless the same
+        step has now failed with a server error ``order_max_failed_cycles`` times in a row."""
+        outcome.deferred[order.uuid] = f"Waldur: {exc}"
+        if not counts_as_stuck(exc):
+            self.log.warning("order %s: %s: %s; next cycle", order.uuid, step, exc)
+            return
+        f = self.stuck.record(order.uuid, order.modified, step, str(exc))
+        if not self.stuck.reached(f):
+            self.log.warning("order %s: %s failed (%s); next cycle (%d of %d before the order is given up)",
+                             order.uuid, step, exc, f.cycles, self.stuck.limit)
+            return
+        message = f"{step} failed in {f.cycles} pull cycles in a row with a server error: {exc}"
+        try:
+            marked = self.waldur.mark_order_erred(order.uuid, f"{order.type} failed: {message}")
+            why = "the order is not executing"
+        except WaldurAuthError:
+            raise
+        except WaldurError as err:
+            marked, why = False, str(err)
+        if marked:
+            # The SLURM side stays as it is: the consumer and the operator see the error in Waldur.
+            del outcome.deferred[order.uuid]
+            outcome.failed[order.uuid] = message
+            self.stuck.succeeded(order.uuid)
+            self.log.error("order %s (%s of resource %s) given up and marked erred: %s",
+                           order.uuid, order.type, order.resource_uuid, message)
+            return
+        self.stuck.hold(order.uuid)
+        self.log.error("order %s (%s of resource %s) given up: %s; not marked erred (%s)",
+                       order.uuid, order.type, order.resource_uuid, message, why)
 
     # ------------------------------------------------------------------ SLURM
     def _apply_slurm(
@@ -338,8 +387,10 @@ class PullReconciler:
     # ------------------------------------------------------------------ Waldur
     def _waldur_actions(self, p: OrderPlan, outcome: _Outcome, report: CycleReport) -> None:
         order = p.order
+        step = "Waldur actions"
         try:
             for action in p.actions:
+                step = type(action).__name__
                 if isinstance(action, SetBackendId):
                     self.waldur.set_backend_id(action.resource_uuid, action.backend_id)
                 elif isinstance(action, SetResourceLimits):
@@ -355,12 +406,12 @@ class PullReconciler:
         except WaldurAuthError:
             raise
         except WaldurTransientError as exc:
-            outcome.deferred[order.uuid] = f"Waldur: {exc}"
-            self.log.warning("order %s: %s; next cycle", order.uuid, exc)
+            self._order_step_failed(order, step, exc, outcome)
             return
         except WaldurError as exc:
             self._err(order, f"Waldur refused: {exc}", outcome, exc)
             return
+        self.stuck.succeeded(order.uuid)
         outcome.done.add(order.uuid)
         self.log.info("order %s (%s) done: account %s", order.uuid, order.type, p.account or "-")
 

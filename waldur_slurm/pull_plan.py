@@ -775,7 +775,8 @@ def _plan_create(plan: OrderPlan, work: _Work, resource: Resource | None,
     project = naming.project_account(rules, order.project_uuid)
     resource_uuid = naming.normalise_uuid(order.resource_uuid, "marketplace_resource_uuid")
     backend_id = resource.backend_id if resource is not None else ""
-    if cfg.default_account not in work.accounts:
+    # The dump leaves `root` out (it always exists), and `root` is a valid default account.
+    if cfg.default_account != "root" and cfg.default_account not in work.accounts:
         raise AgentMisconfigured(f"SLURM_DEFAULT_ACCOUNT {cfg.default_account!r} does not exist in SLURM")
 
     account, problem = _own_account(work, resource_uuid, backend_id)

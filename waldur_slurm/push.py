@@ -224,6 +224,29 @@ def valid_account(backend_id: str) -> str | None:
     return name
 
 
+def limits_to_report(
+    slurm_limits: Mapping[str, int],
+    held_limits: Mapping[str, object],
+    components: Mapping[str, Component],
+    limit_keys: Collection[str] | None,
+) -> dict[str, object] | None:
+    """The resource limits to write to Waldur, or None when Waldur already reflects SLURM.
+
+    Only the offering's limit-type components may appear in a resource's limits: the 2024 server completes
+    an Update by looking every key of the old limits up among them, and a usage-type key there (``cpu``)
+    makes that callback fail with 500 for good, so the order can never complete. Keys outside
+    ``limit_keys`` are therefore never written, and a resource that already holds one is rewritten
+    without it.
+    """
+    if limit_keys is None:
+        return diff_limits(slurm_limits, held_limits, components)
+    allowed = {key: value for key, value in held_limits.items() if key in limit_keys}
+    changed = diff_limits(slurm_limits, allowed, {k: c for k, c in components.items() if k in limit_keys})
+    if changed is None and len(allowed) != len(held_limits):
+        return {key: value for key, value in allowed.items() if value is not None}
+    return changed
+
+
 def order_in_progress(resource: Resource) -> bool:
     return bool(resource.raw.get("order_in_progress")) or resource.state in ("Creating", "Updating", "Terminating")
 
@@ -235,6 +258,7 @@ def plan_push(
     limit_components: Mapping[str, Component],
     associations: Mapping[str, frozenset[str]] | None = None,
     missing_before: Collection[str] | None = None,
+    limit_keys: Collection[str] | None = None,
 ) -> PushPlan:
     """Decide every write of the cycle from what was read (pure).
 
@@ -247,6 +271,9 @@ def plan_push(
     and still miss accounts while slurmdbd repairs its association tree under concurrent writes (seen on
     the test cluster: "Can't find parent id ..."), and one bad read must not err a healthy resource.
     ``None`` marks at the first absence.
+
+    ``limit_keys``: the offering's limit-type component types, the only keys the server can take in a
+    resource's limits (see ``limits_to_report``); ``None`` keeps every key Waldur holds.
     """
     plan = PushPlan()
     accounts_of: dict[str, list[str]] = {}
@@ -292,7 +319,7 @@ def plan_push(
         if not busy:
             # While an order runs, the pull daemon is changing limits and users: reporting SLURM's
             # half-applied state back could overwrite the order's values.
-            rp.limits = diff_limits(slurm_account.limits, res.limits, limit_components)
+            rp.limits = limits_to_report(slurm_account.limits, res.limits, limit_components, limit_keys)
             if associations is not None:
                 held_users = associations.get(res.allocation_uuid) if res.allocation_uuid else None
                 if res.allocation_uuid is None:
@@ -425,7 +452,8 @@ class PushReporter:
                 report.notes.append(note)
                 log.warning(note)
                 continue
-            limits[key] = component
+            if oc.billing_type == "limit":
+                limits[key] = component
             if oc.billing_type in USAGE_BILLING_TYPES:
                 usage[key] = component
             else:
@@ -544,7 +572,8 @@ class PushReporter:
 
         associations = self._associations(resources, state, report) if self.waldur.flavour == FLAVOUR_2024 else None
         plan = plan_push(
-            resources, state, months, limit_components, associations, self._missing if self.confirm_missing else None
+            resources, state, months, limit_components, associations, self._missing if self.confirm_missing else None,
+            limit_keys={c.type for c in offering.components if c.billing_type == "limit"},
         )
         if not dry_run:
             self._missing = set(plan.missing)

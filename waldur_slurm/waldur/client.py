@@ -121,7 +121,15 @@ from waldur_api_client.types import UNSET
 
 from .. import USER_AGENT
 from ..concurrency import run_bounded
-from .errors import WaldurAuthError, WaldurConflict, WaldurError, WaldurNotFound, WaldurPermanentError, WaldurTransientError
+from .errors import (
+    WaldurAllocationPending,
+    WaldurAuthError,
+    WaldurConflict,
+    WaldurError,
+    WaldurNotFound,
+    WaldurPermanentError,
+    WaldurTransientError,
+)
 from .models import (
     ComponentUsage,
     CurrentUser,
@@ -587,7 +595,7 @@ class WaldurClient:
             if order.state == "done":
                 return
             if order.allocation_uuid is None:
-                raise WaldurTransientError(
+                raise WaldurAllocationPending(
                     f"order {order.uuid}: the server has not created the SLURM allocation yet (its task queue may be down)"
                 )
         first = "updating" if order.type == "Update" else "creating"
@@ -626,7 +634,7 @@ class WaldurClient:
         except WaldurNotFound as e:
             # The viewset sees only resources whose allocation exists; the server creates it in a task after
             # approval, so a 404 here is "not yet" (or a stuck task queue), not "gone".
-            raise WaldurTransientError(
+            raise WaldurAllocationPending(
                 f"Waldur slurm-remote {action} for resource {uuid}: allocation not found (not created yet?)",
                 status=404,
                 method="POST",
