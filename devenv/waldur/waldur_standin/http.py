@@ -371,11 +371,15 @@ def recording_middleware(recorder: Recorder) -> Any:
         if fault is not None:
             entry["fault"] = f"{fault.kind}:{fault.when}" + (f":{fault.status}" if fault.kind == "status" else "")
             if fault.kind == "delay":
-                await asyncio.sleep(fault.delay)
+                if fault.when == "before":
+                    await asyncio.sleep(fault.delay)
             elif fault.when == "before":
                 return _apply_fault(request, fault, entry)
         resp = await _dispatch(request, handler)
-        if fault is not None and fault.kind != "delay" and fault.when == "after":
+        if fault is not None and fault.kind == "delay" and fault.when == "after":
+            # applied now, answered late: a slow server that did the work after the client gave up
+            await asyncio.sleep(fault.delay)
+        elif fault is not None and fault.kind != "delay" and fault.when == "after":
             return _apply_fault(request, fault, entry)
         override = recorder.take_override(method, request.path, template) if resp.get(JSON_KEY) is not None else None
         if override is not None and isinstance(resp, web.Response):
