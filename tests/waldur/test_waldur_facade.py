@@ -586,3 +586,24 @@ def test_every_list_asks_for_the_fields_the_agent_uses(waldur_client_any: Waldur
     # what the agent reads from them is still there
     assert [r.uuid for r in resources] == [res] and resources[0].limits is not None and resources[0].project_uuid
     assert orders and orders[0].type == "Create" and orders[0].project_uuid == project and orders[0].customer_uuid
+
+
+@pytest.mark.parametrize("when", ["after", "before"])
+def test_set_usage_is_checked_not_resent_after_an_ambiguous_failure(waldur_client_any: WaldurClient, when: str) -> None:
+    """A dropped answer to set_usage: the facade re-reads the month's usage of that resource. Applied (dropped
+    after): success. Not applied (dropped before): the error stands for the next cycle. Never sent twice."""
+    client = waldur_client_any
+    w: StandIn = client.standin  # type: ignore[attr-defined]
+    project, _ = project_with_member(w)
+    [res] = w.create_resources(client.offering_uuid, project, 1)
+    assert client.flavour == w.profile
+    w.inject_fault("/api/marketplace-component-usages/set_usage/", kind="drop", when=when, count=None)
+    client.reset_counts()
+    if when == "after":
+        client.set_usage(res, {"cpu": Decimal("12.5"), "mem": 3})
+    else:
+        with pytest.raises(WaldurTransientError):
+            client.set_usage(res, {"cpu": Decimal("12.5"), "mem": 3})
+    assert client.request_counts == {"POST": 1, "GET": 1}
+    held = {u.type: u.usage for u in client.list_component_usages(utc_today(), resource_uuid=res)}
+    assert held == ({"cpu": Decimal("12.5"), "mem": Decimal("3")} if when == "after" else {})

@@ -793,9 +793,24 @@ class WaldurClient:
         """
         if not usages:
             return
-        items = [ComponentUsageItemRequest(type_=str(t), amount=usage_amount(a)) for t, a in usages.items()]
+        amounts = {str(t): usage_amount(a) for t, a in usages.items()}
+        items = [ComponentUsageItemRequest(type_=t, amount=a) for t, a in amounts.items()]
         body = ComponentUsageCreateRequest(usages=items, resource=UUID(resource_uuid), date=date if date is not None else UNSET)
-        self._send(marketplace_component_usages_set_usage, body=body, idempotent=True)
+        period = (date or dt.datetime.now(dt.timezone.utc)).date()
+
+        def applied() -> bool:
+            held = {cu.type: cu.usage for cu in self.list_component_usages(period, resource_uuid=resource_uuid)}
+            return all(held.get(t) == Decimal(a) for t, a in amounts.items())
+
+        # Sent once, never retried blind: the month's first report makes the server build invoice items,
+        # which took up to 15 s per call on the 2024 server, so a timeout often means "applied, answered
+        # late". An ambiguous failure is checked by re-reading the month's usage; if it is not there, the
+        # error stands and the next cycle (which re-reads what Waldur holds) sends it again.
+        self._write_verified(
+            lambda: self._send(marketplace_component_usages_set_usage, body=body, idempotent=False),
+            applied,
+            f"set usage of resource {resource_uuid}",
+        )
 
     def set_user_usages(self, component_usage_uuid: str, usages: Mapping[str, Any]) -> None:
         """Per-user shares of one ComponentUsage (username -> amount): one bulk call on 8.x, one per user on 2024."""
