@@ -52,7 +52,7 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from waldur_slurm.concurrency import run_bounded
+from waldur_slurm.concurrency import LatencyGovernor, run_bounded
 from waldur_slurm.cycle import CycleReport
 from waldur_slurm.slurm.errors import SlurmError
 from waldur_slurm.slurm.ops import ACCOUNT_RE, MAX_NAME_LEN
@@ -360,6 +360,11 @@ def backfill_types(offering: Offering, components: Mapping[str, Component], *, s
 # The reporter
 
 
+def slow_write_seconds(http_timeout: float) -> float:
+    """A write slower than this makes the push use fewer concurrent writes (see ``LatencyGovernor``)."""
+    return max(0.5, http_timeout / 4)
+
+
 def offering_wide_lookup(waiting: int, records: int, page_size: int) -> bool:
     """Whether one offering-wide list of a month's ComponentUsages (about ``records`` of them, in pages of
     ``page_size``) costs fewer requests than one list for each of the ``waiting`` resources."""
@@ -618,12 +623,22 @@ class PushReporter:
                 per_user.extend(later)
 
         workers = self.settings.push_concurrency
-        run_bounded(first_pass, plan.resources, workers, name="push")
+        # Writes back off when the server slows down: a write slower than a quarter of REQUESTS_TIMEOUT halves
+        # how many run at once, well before the queue on the server pushes calls past the timeout.
+        governor = LatencyGovernor(workers, slow_write_seconds(self.settings.http_timeout))
+        run_bounded(first_pass, plan.resources, workers, name="push", governor=governor)
         by_resource: dict[int, list[_UserUsageWrites]] = {}
         for item in self._find_usage_uuids(per_user, outcomes, held_records):
             by_resource.setdefault(id(item.rp), []).append(item)
         run_bounded(lambda items: self._write_user_usages(items, outcomes[id(items[0].rp)]), list(by_resource.values()),
-                    workers, name="push")
+                    workers, name="push", governor=governor)
+        if governor.backoffs:
+            note = (
+                f"Waldur slowed down (a write took over {governor.slow:.1f}s): concurrent writes cut "
+                f"{governor.backoffs} time(s), ending at {governor.limit} of {workers}"
+            )
+            report.notes.append(note)
+            log.warning(note)
 
         failed = deferred = 0
         for outcome in outcomes.values():
