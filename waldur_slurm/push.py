@@ -563,7 +563,7 @@ class PushReporter:
 
     def _slurm_failed(self, report: CycleReport, what: str, error: SlurmError) -> None:
         # Any failed read of the dump or of sacct means SLURM cannot be read now: the loop logs the one line.
-        report.unreachable.append(f"SLURM unreachable: {what} failed ({error}); nothing reported or marked this cycle")
+        report.unreachable.append(f"SLURM unreachable: {error} ({what} failed; nothing reported or marked this cycle)")
 
     # ------------------------------------------------------------------ apply
     def _apply(self, plan: PushPlan, report: CycleReport, held_records: Mapping[date, int]) -> None:
