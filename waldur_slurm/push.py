@@ -603,10 +603,8 @@ class PushReporter:
         except WaldurTransientError as e:
             # Only reads get here (each resource's writes catch their own errors): Waldur is unreachable or
             # overloaded right now; the next cycle reports everything, as usage is month-to-date.
-            note = f"Waldur read failed ({e}); nothing reported this cycle"
-            report.notes.append(note)
+            report.unreachable.append(f"Waldur unreachable: read failed ({e}); nothing reported this cycle")
             report.deferred = max(report.deferred, report.seen - report.skipped)
-            log.warning(note)
         finally:
             report.slurm_processes = self.slurm.executor.process_count - procs0
             report.http_requests = self.waldur.requests_total - http0
@@ -689,9 +687,8 @@ class PushReporter:
         self._apply(plan, report, {m.window.period: m.held.record_count() for m in months})
 
     def _slurm_failed(self, report: CycleReport, what: str, error: SlurmError) -> None:
-        note = f"SLURM {what} failed ({error}); nothing reported or marked this cycle"
-        report.notes.append(note)
-        log.warning(note)
+        # Any failed read of the dump or of sacct means SLURM cannot be read now: the loop logs the one line.
+        report.unreachable.append(f"SLURM unreachable: {error} ({what} failed; nothing reported or marked this cycle)")
 
     # ------------------------------------------------------------------ apply
     def _apply(self, plan: PushPlan, report: CycleReport, held_records: Mapping[date, int]) -> None:

@@ -58,7 +58,7 @@ def test_transient_write_errors_defer_and_waldur_down_writes_nothing(push_env_8:
     down = reporter.run_cycle()
     env.standin.clear_faults()
     assert writes(env.requests_since(mark)) == []
-    assert down.failed == 0 and any("Waldur read failed" in n for n in down.notes)
+    assert down.failed == 0 and any(n.startswith("Waldur unreachable: read failed") for n in down.unreachable)
 
     # A dropped connection after set_usage was applied: the facade re-reads the month's usage, finds it
     # applied, and goes on (per-user usages included); nothing is sent twice.
