@@ -830,8 +830,9 @@ class PushReporter:
         accepts usage for them (resource uuid -> SLURM account; the account may already be removed: sacct
         keeps its job records).
 
-        The push cycle's own steps: ONE sacct for all the accounts, the same aggregation and conversion,
-        and per resource what Waldur holds for the month (two lists), writing only increases. Returns each
+        The push cycle's own steps: ONE sacct for all the accounts, the same aggregation and conversion, the
+        month's plan switches (one order list), and per resource what Waldur holds for the month (two lists),
+        writing only increases into the current plan period's record. Returns each
         resource's error (None when reported or nothing was new). A failed sacct or offering read raises
         (SlurmError, WaldurError): then nothing was reported.
         """
@@ -840,19 +841,22 @@ class PushReporter:
         window = billing_window(self.now(), self.settings.billing_timezone)
         usage_components, _ = self._components(self.waldur.get_offering(), CycleReport(kind="final usage"))
         agg = self._read_usage(sorted(set(accounts.values())), window)
+        # as in the push cycle: after a plan switch this month, the current period gets only the rest
+        earlier = self._earlier_period_records(window)
         results: dict[str, BaseException | None] = {}
         for uuid, account in sorted(accounts.items()):
             try:
                 held = Held.from_lists(self.waldur.list_component_usages(window.period, resource_uuid=uuid),
-                                       self.waldur.list_user_usages(window.period, resource_uuid=uuid))
-                converted = to_waldur_usage(agg.accounts.get(account), usage_components)
+                                       self.waldur.list_user_usages(window.period, resource_uuid=uuid), earlier)
+                converted, switched = held.current_period_share(
+                    uuid, to_waldur_usage(agg.accounts.get(account), usage_components))
                 diff = diff_usage(converted, held.totals.get(uuid, {}), held.users.get(uuid, {}))
             except WaldurAuthError:
                 raise
             except (WaldurError, BadValue) as exc:
                 results[uuid] = exc
                 continue
-            for anomaly in diff.anomalies:
+            for anomaly in [*switched, *diff.anomalies]:
                 log.warning("usage anomaly: resource %s (%s): %s", uuid, account, anomaly)
             rp = ResourcePlan(uuid, "", account)
             if not diff.empty:

@@ -7,15 +7,17 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.push.conftest import PushEnv
+from tests.push.conftest import MINUTES_COMPONENTS, PushEnv
 from tests.support.slurm import submit_job, wait_jobs_in_sacct
 from waldur_slurm.usage import billing_window
 
 pytestmark = pytest.mark.slurm
+# limit-type components: the only ones whose limits push reports (their usage is reported too)
+LIMIT_COMPONENTS = [{**c, "billing_type": "limit"} for c in MINUTES_COMPONENTS]
 
 
 def test_junk_held_limit_fails_only_its_resource(push_env_8: PushEnv) -> None:
-    env = push_env_8.setup()
+    env = push_env_8.setup(LIMIT_COMPONENTS)
     users = {"good": ["wsa_alice"], "junk": ["wsa_bob"]}
     accounts = env.add_accounts(list(users), users=users, limits={"cpu": 600})
     good, junk = (env.add_resources([acc], limits=lim)[0] for acc, lim in zip(accounts, ({"cpu": 60}, {"cpu": "abc"})))
@@ -39,7 +41,7 @@ def test_junk_held_limit_fails_only_its_resource(push_env_8: PushEnv) -> None:
 def test_limit_sacctmgr_cannot_print_exactly_fails_only_its_account(push_env_8: PushEnv) -> None:
     """sacctmgr 22.05 has no raw-number option (no --noconvert; dump converts too) and prints sizes of
     1024 PB or more with a '?' unit: such a limit fails only its own account's limits, never the read."""
-    env = push_env_8.setup()
+    env = push_env_8.setup(LIMIT_COMPONENTS)
     exact, lossy = env.add_accounts(["exact", "lossy"], limits={"cpu": 600})
     good, bad = env.add_resources([exact, lossy], limits={"cpu": 1})
     try:
