@@ -7,10 +7,11 @@ import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from urllib.parse import parse_qs
 
 import pytest
 
-from tests.push.conftest import PushEnv, cents, expected_usage, raw_sacct, writes
+from tests.push.conftest import MINUTES_COMPONENTS, PushEnv, cents, expected_usage, raw_sacct, writes
 from tests.support.slurm import submit_job, wait_jobs_in_sacct
 from waldur_slurm.slurm.ops import SetLimits
 from waldur_slurm.usage import billing_window
@@ -22,7 +23,8 @@ USAGES = "/api/marketplace-component-usages/"
 
 
 def test_real_jobs_give_exact_usage_per_component_and_user_then_nothing_changes(push_env: PushEnv) -> None:
-    env = push_env.setup()
+    # cpu and mem limit-type: push reports limits only for those (their usage is reported all the same)
+    env = push_env.setup([{**c, "billing_type": "limit"} if c["type"] in ("cpu", "mem") else c for c in MINUTES_COMPONENTS])
     acc_a, acc_b = env.add_accounts(["a", "b"], users={"a": ["wsa_alice", "wsa_bob"], "b": ["wsa_carol"]})
     res_a, res_b = env.add_resources([acc_a, acc_b])
     env.add_resources([""])  # no backend_id yet: never reaches SLURM (B14)
@@ -36,7 +38,8 @@ def test_real_jobs_give_exact_usage_per_component_and_user_then_nothing_changes(
     wait_jobs_in_sacct(jobs)
 
     now = datetime.now(UTC)
-    reporter = env.reporter(now=lambda: now)
+    # one billing window: in a month's first days limit-type components would also re-read the previous month
+    reporter = env.reporter(now=lambda: now, previous_month_grace=timedelta(0))
     report = reporter.run_cycle()
     assert (report.failed, report.deferred, report.seen, report.skipped) == (0, 0, 3, 1), report.notes
     assert report.slurm_processes == 2  # one dump, one sacct for both accounts
@@ -112,7 +115,8 @@ def test_running_job_counts_up_to_now(push_env: PushEnv) -> None:
     assert report.failed == 0, report.notes
     # one resource waits for the uuids of its new usage records: one list for that resource, not offering-wide
     lists = [e["query"] for e in env.requests_since(mark) if e["method"] == "GET" and e["route"] == USAGES]
-    assert len(lists) == 2 and "resource_uuid" not in lists[0] and "resource_uuid" in lists[1], lists
+    filters = [parse_qs(q) for q in lists]  # "field=resource_uuid" asks for the field; the filter is resource_uuid=
+    assert len(lists) == 2 and "resource_uuid" not in filters[0] and "resource_uuid" in filters[1], lists
     assert running.state == "RUNNING" and running.start is not None
     upto_now = int((now - running.start).total_seconds())
     assert upto_now >= 3
