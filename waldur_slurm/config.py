@@ -259,7 +259,7 @@ def load_settings(environ: Mapping[str, str], *, need_direction: bool = False) -
     if url:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            r.fail("WALDUR_API_URL", url, "is invalid: expected an http:// or https:// URL")
+            r.fail("WALDUR_API_URL", mask_url(url), "is invalid: expected an http:// or https:// URL")
 
     token = environ.get("WALDUR_API_TOKEN", "").strip()
     token_file = r.raw("WALDUR_API_TOKEN_FILE")

@@ -45,3 +45,10 @@ def test_slurm_client_variables_are_not_typos() -> None:
     env = {n: "1" for n in ("SLURM_CONF", "SLURM_JOB_ID", "SLURM_TIME_FORMAT", "SLURM_CLUSTERS", "SLURM_JOBID",
                             "SLURM_ACCOUNT", "SLURM_SUBMIT_DIR", "SLURM_CPUS_ON_NODE", "SLURM_NTASKS")}
     assert unknown_variable_warnings(env) == []
+
+
+def test_a_bad_api_url_is_named_without_its_password(good_env, tmp_path):  # noqa: F811
+    result = run(["--once"], {**good_env, "WALDUR_API_URL": "ftp://agent:s3cr3t-pw@waldur.example.org/api/"}, tmp_path)
+    assert result.returncode == 2
+    assert "WALDUR_API_URL='ftp://agent:***@waldur.example.org/api/' is invalid" in result.stderr
+    assert "s3cr3t-pw" not in result.stderr  # before the fix: the exit-2 line printed the password
