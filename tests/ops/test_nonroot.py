@@ -65,11 +65,13 @@ def operator_user(request: pytest.FixtureRequest, pull_env_8: PullEnv):  # noqa:
                     name], check=True, capture_output=True, timeout=60)
     try:
         # An association under the test's own root, then the admin level (README "Running as a non-root user").
-        sacctmgr("-i", "add", "user", name, f"account={pull_env_8.root}")
-        sacctmgr("-i", "modify", "user", "where", f"name={name}", "set", f"adminlevel={request.param}")
+        with shared_write_lock():  # an association is a hierarchy write too
+            sacctmgr("-i", "add", "user", name, f"account={pull_env_8.root}")
+            sacctmgr("-i", "modify", "user", "where", f"name={name}", "set", f"adminlevel={request.param}")
         yield name, request.param
     finally:
-        subprocess.run(["sacctmgr", "-i", "delete", "user", f"name={name}"], capture_output=True, timeout=60)
+        with shared_write_lock():
+            subprocess.run(["sacctmgr", "-i", "delete", "user", f"name={name}"], capture_output=True, timeout=60)
         subprocess.run(["userdel", name], capture_output=True, timeout=60)
 
 
