@@ -362,3 +362,24 @@ def test_compose_entrypoint_does_not_restart_a_daemon_that_exited_2_but_returns_
         daemon.send_signal(signal.SIGTERM)
         daemon.communicate(timeout=30)
     assert daemon.returncode == 0
+
+
+def test_the_dockerfile_copy_set_is_enough_to_build_the_package(tmp_path):
+    # The image builds the package from what the Dockerfile copies, nothing else: the data files
+    # (LICENSE, units, examples) must be among them, or setuptools fails and so does `docker build`.
+    text = (COMPOSE / "Dockerfile").read_text()
+    src = tmp_path / "src"
+    src.mkdir()
+    for line in text.splitlines():
+        parts = line.split()
+        if parts[:1] == ["COPY"] and parts[-1].startswith("/src"):
+            for source in parts[1:-1]:
+                target = src / Path(parts[-1]).relative_to("/src") if not parts[-1].endswith("/") else src / source
+                if (REPO / source).is_dir():
+                    shutil.copytree(REPO / source, target, ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    shutil.copy2(REPO / source, target)
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "out"),
+                             str(src)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list((tmp_path / "out").glob(f"waldur_slurm_agent-{__version__}-*.whl"))
