@@ -39,7 +39,7 @@ LEGACY_SERVICE_OPTIONS = {
 }
 # Directives of the current units newer than 239, with the systemd version that added them: the unit's
 # header must name the highest one.
-NEWER_OPTIONS = {"ProtectHostname": 242, "RestrictSUIDSGID": 242, "ProtectKernelLogs": 244, "ProtectClock": 245,
+NEWER_OPTIONS = {"WatchdogSignal": 240, "ProtectHostname": 242, "RestrictSUIDSGID": 242, "ProtectKernelLogs": 244, "ProtectClock": 245,
                  "ProtectProc": 247, "ProcSubset": 247}
 # systemd-analyze security --offline=true, measured for this release (README "systemd"); before: 5.6 and 8.5.
 MAX_EXPOSURE = {"current": 2.6, "legacy": 3.3}
