@@ -5,7 +5,8 @@ Steps: load the components, place Create orders as a consumer would, run the pul
 accounts exist, run real jobs as the ordered users, run the push daemon, and print a report that compares
 the usage Waldur received (per account and per user) with this month's usage read from sacct by the demo
 itself (its own parsing, not the agent's). The agent logs at INFO, so each cycle's summary line shows.
-Exits non-zero on any mismatch, including a usage that was never reported.
+Exits non-zero on any mismatch, including usage that sacct shows and Waldur never received (a component never
+reported shows as "—", not "0.00"; it matches only when sacct has nothing for it either).
 
 ``--keep`` leaves the stand-in running at the end and prints the environment to drive the agent by hand
 (Ctrl-C stops it).
@@ -286,12 +287,15 @@ def report(state: dict, orders: list[dict], accounts: dict[str, str], components
     def row(label: str, key: str, reported: Decimal | None, sacct_value: Decimal, unit: str) -> None:
         nonlocal ok
         if reported is None:
-            # Never reported is not "0": the agent did not do its job (or the demo read the wrong thing).
-            shown, good = "never", False
+            # Never reported is not "0.00": shown as such. Waldur reads a missing value as zero (the agent
+            # writes nothing for an idle component), so it matches only when sacct has nothing either.
+            good = sacct_value == 0
+            shown, verdict = "—", "✔ idle, nothing to report" if good else "✘ MISMATCH: never reported"
         else:
-            shown, good = str(reported), reported == sacct_value
+            good = reported == sacct_value
+            shown, verdict = str(reported), "✔" if good else "✘ MISMATCH"
         ok &= good
-        print(f"{label:<52} {key:<9} {shown:>10} {sacct_value:>10}  {unit} {'✔' if good else '✘ MISMATCH'}")
+        print(f"{label:<52} {key:<9} {shown:>10} {sacct_value:>10}  {unit} {verdict}")
 
     print(f"{'account (resource)':<52} {'component':<9} {'Waldur':>10} {'sacct':>10}  unit")
     for resource_uuid, account in accounts.items():
