@@ -239,10 +239,10 @@ def keep_running(waldur: StandIn, env_file: Path) -> None:
   .venv/bin/waldur-slurm-agent --env-file {env_file} --diag
 
 Press Ctrl-C to stop the stand-in.""", flush=True)
-    try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
-    except KeyboardInterrupt:
-        pass
+    stop = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # taken by sigwait, not by the default handlers
+    received = signal.sigwait(stop)
+    print(f"{signal.Signals(received).name}: stopping the stand-in", flush=True)
 
 
 def state_of(state: dict, kind: str, uuid: str) -> dict:
