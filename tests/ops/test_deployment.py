@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import os
 import re
 import shutil
 import subprocess
@@ -303,6 +304,33 @@ def test_sdist_and_wheel_carry_the_operator_files_and_install_with_the_script(tm
                            capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (etc / "pull.env").read_text() == "WALDUR_SYNC_DIRECTION=pull\n"  # never overwritten
+
+    # Non-root mode: a system user, a User= drop-in per unit, the env files readable by its group only,
+    # and a tmpfiles.d rule that makes the sacctmgr write lock writable for it.
+    if os.geteuid() == 0:
+        import secrets
+
+        user = f"wsainst{secrets.token_hex(3)}"
+        tmpfiles = tmp_path / "tmpfiles.d"
+        try:
+            as_user = subprocess.run([str(REPO / "systemd-conf" / "install"), "--from", str(wheels[0]), "--prefix",
+                                      str(opt), "--python", sys.executable, "--systemd-dir", str(units_dir),
+                                      "--etc-dir", str(etc), "--tmpfiles-dir", str(tmpfiles), "--user", user],
+                                     capture_output=True, text=True, timeout=900)
+            assert as_user.returncode == 0, as_user.stderr[-3000:]
+            import grp
+
+            for direction in DIRECTIONS:
+                drop_in = units_dir / f"waldur-slurm-service-{direction}.service.d" / "user.conf"
+                assert unit(drop_in)["Service"]["User"] == user
+                env_file = etc / f"{direction}.env"
+                assert env_file.stat().st_mode & 0o777 == 0o640
+                assert grp.getgrgid(env_file.stat().st_gid).gr_name == user
+            rule = (tmpfiles / "waldur-slurm-agent.conf").read_text().split()
+            assert rule == ["f", "/run/lock/waldur-slurm-agent.sacctmgr.lock", "0660", "root", user, "-"]
+            assert "adminlevel=Admin" in as_user.stdout
+        finally:
+            subprocess.run(["userdel", user], capture_output=True, timeout=60)
     share = opt / "share" / "waldur-slurm-agent"
     assert all((share / name).is_file() for name in OPERATOR_FILES)
 
