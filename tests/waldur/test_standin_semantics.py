@@ -260,6 +260,42 @@ def test_2024_pitfall_update_after_an_allocation_never_driven_to_ok(standin_2024
     assert order["error_message"] == "Can't switch from state '5' using method 'schedule_updating'"
 
 
+def test_2024_update_completion_fails_on_a_limits_key_that_is_no_limit_component(standin_2024: StandIn, api24: Api) -> None:
+    """The real 2024 server's fault (callbacks.resource_update_succeeded -> format_limits_list KeyError): a usage-type
+    key in the resource's limits makes every completion of an Update answer Django's 500 page and roll back."""
+    w = standin_2024
+    s = scenario(w)  # cpu is usage-type, quota limit-type
+    placed = w.place_order(s["offering"], s["project"], limits={"quota": 5})
+    res = placed["resource_uuid"]
+    sr = f"/api/marketplace-slurm-remote/{res}/"
+    api24.post(f"/api/marketplace-orders/{placed['uuid']}/approve_by_provider/")
+    assert api24.post(sr + "set_state/", {"state": "creating"}).status_code == 200
+    assert api24.post(sr + "set_limits/", {"quota": 5, "cpu": 100}).status_code == 200  # what an older agent pushed
+    assert api24.post(sr + "set_state/", {"state": "ok"}).status_code == 200  # Create completion never formats limits
+    upd = w.place_order(s["offering"], type="Update", resource_uuid=res, limits={"quota": 7})
+    api24.post(f"/api/marketplace-orders/{upd['uuid']}/approve_by_provider/")
+    assert api24.post(sr + "set_state/", {"state": "updating"}).status_code == 200
+
+    def held() -> None:
+        order = api24.get(f"/api/marketplace-orders/{upd['uuid']}/").json()
+        resource = api24.get(f"/api/marketplace-provider-resources/{res}/").json()
+        alloc = api24.get(f"/api/marketplace-provider-resources/{res}/details/").json()
+        assert (order["state"], resource["state"], alloc["state"]) == ("executing", "Updating", "Updating")
+        assert resource["limits"] == {"quota": 5, "cpu": 100}
+
+    for attempt in (sr + "set_state/", f"/api/marketplace-orders/{upd['uuid']}/set_state_done/", sr + "set_state/"):
+        failed = api24.post(attempt, {"state": "ok"})
+        assert failed.status_code == 500 and failed.headers["Content-Type"].startswith("text/html")
+        assert failed.text.startswith("\n<!doctype html>") and "<title>Server Error (500)</title>" in failed.text
+        held()  # rolled back: nothing moved, so the next try fails the same way
+    # Once the limits hold only limit-type keys (what the fixed agent writes), the same call completes the order.
+    assert api24.post(sr + "set_limits/", {"quota": 5}).status_code == 200
+    assert api24.post(sr + "set_state/", {"state": "ok"}).status_code == 200
+    order = api24.get(f"/api/marketplace-orders/{upd['uuid']}/").json()
+    resource = api24.get(f"/api/marketplace-provider-resources/{res}/").json()
+    assert (order["state"], resource["state"], resource["limits"]) == ("done", "OK", {"quota": 7})
+
+
 def test_2024_has_no_8x_routes_and_8_has_no_slurm_remote(standin_2024: StandIn, api24: Api) -> None:
     s = scenario(standin_2024)
     [res] = standin_2024.create_resources(s["offering"], s["project"], 1)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from aiohttp import web
 
-from .store import ApiError, parse_uuid
+from .store import ApiError, ServerError, parse_uuid
 
 # Typed storage keys where aiohttp has them (3.12+); plain strings before.
 JSON_KEY: Any = web.ResponseKey("json", object) if hasattr(web, "ResponseKey") else "json"
@@ -24,11 +24,12 @@ USER_KEY: Any = web.RequestKey("username", str) if hasattr(web, "RequestKey") el
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 300
 
+# Django's default error pages (django.views.defaults.ERROR_PAGE_TEMPLATE), byte for byte: they start with a newline.
 HTML_404 = (
-    '<!doctype html>\n<html lang="en">\n<head>\n  <title>Not Found</title>\n</head>\n<body>\n'
+    '\n<!doctype html>\n<html lang="en">\n<head>\n  <title>Not Found</title>\n</head>\n<body>\n'
     "  <h1>Not Found</h1><p>The requested resource was not found on this server.</p>\n</body>\n</html>\n"
 )
-HTML_500 = '<!doctype html>\n<html lang="en">\n<head>\n  <title>Server Error (500)</title>\n</head>\n<body>\n  <h1>Server Error (500)</h1><p></p>\n</body>\n</html>\n'
+HTML_500 = '\n<!doctype html>\n<html lang="en">\n<head>\n  <title>Server Error (500)</title>\n</head>\n<body>\n  <h1>Server Error (500)</h1><p></p>\n</body>\n</html>\n'
 PROXY_PAGES = {
     502: "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
     503: "<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n<body>\r\n<center><h1>503 Service Temporarily Unavailable</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
@@ -52,6 +53,8 @@ def empty_response(status: int = 200) -> web.Response:
 
 
 def error_response(err: ApiError) -> web.Response:
+    if isinstance(err, ServerError):
+        return web.Response(text=HTML_500, status=500, content_type="text/html")
     headers = {"WWW-Authenticate": "Token"} if err.status == 401 else None
     return json_response(err.body, err.status, headers)
 
