@@ -296,6 +296,47 @@ def test_2024_update_completion_fails_on_a_limits_key_that_is_no_limit_component
     assert (order["state"], resource["state"], resource["limits"]) == ("done", "OK", {"quota": 7})
 
 
+def test_2024_answers_as_the_real_server_measured_by_the_differential_test(standin_2024: StandIn, api24: Api) -> None:
+    """What tests/mastermind/test_differential.py found the real Oct-2024 server to do differently."""
+    w = standin_2024
+    s = scenario(w)
+    [res] = w.create_resources(s["offering"], s["project"], 1, limits={"quota": 5})
+    # The slurm-remote viewset has actions only: its list route refuses GET (and HEAD) with 405, after auth.
+    listed = api24.get("/api/marketplace-slurm-remote/", page_size=1)
+    assert listed.status_code == 405 and listed.json() == {"detail": 'Method "GET" not allowed.'}
+    assert api24.http.head("/api/marketplace-slurm-remote/").status_code == 405
+    assert httpx.get(f"{w.url}/api/marketplace-slurm-remote/").status_code == 401
+    # The resource list has no order_in_progress / creation_order (field= cannot ask for them); retrieve has both.
+    upd = w.place_order(s["offering"], type="Update", resource_uuid=res, limits={"quota": 6})
+    [item] = api24.get("/api/marketplace-provider-resources/", offering_uuid=s["offering"]).json()
+    assert "order_in_progress" not in item and "creation_order" not in item and "offering_slug" not in item
+    sparse = api24.get("/api/marketplace-provider-resources/", offering_uuid=s["offering"], field=["uuid", "order_in_progress"])
+    assert sparse.json() == [{"uuid": res}]
+    one = api24.get(f"/api/marketplace-provider-resources/{res}/").json()
+    assert one["order_in_progress"]["uuid"] == upd["uuid"] and one["creation_order"]["state"] == "done"
+    # Orders: no url, new_cost_estimate a number.
+    order = api24.get(f"/api/marketplace-orders/{upd['uuid']}/").json()
+    assert "url" not in order and order["new_cost_estimate"] == 0.0
+    # /users/me/ of a non-staff user: no staff flags, the roles listed.
+    me = api24.get("/api/users/me/").json()
+    assert not {"is_staff", "is_active", "is_support", "token_expires_at", "notifications_enabled"} & me.keys()
+    assert [(p["role_name"], p["scope_type"], p["scope_uuid"]) for p in me["permissions"]] == [
+        ("CUSTOMER.OWNER", "customer", w.provider_customer_uuid)
+    ]
+    staff = Api(w, w.add_user("root", is_staff=True)["token"])
+    assert staff.get("/api/users/me/").json()["is_staff"] is True
+    # The offering: the 2024 serializer's fields.
+    off = api24.get(f"/api/marketplace-provider-offerings/{s['offering']}/").json()
+    assert not {"access_url", "quotas", "scope_uuid", "parent_uuid", "project_uuid"} & off.keys()
+    assert (off["integration_status"], off["roles"], off["service_attributes"], off["datacite_doi"]) == ([], [], {}, "")
+    # Plan periods: components without billing_period.
+    api24.post("/api/marketplace-component-usages/set_usage/", {"resource": res, "usages": [{"type": "cpu", "amount": 1}]})
+    [pp] = api24.get(f"/api/marketplace-provider-resources/{res}/plan_periods/").json()
+    assert [sorted(c) for c in pp["components"]] == [
+        ["created", "date", "description", "measured_unit", "name", "recurring", "type", "usage", "uuid"]
+    ]
+
+
 def test_2024_has_no_8x_routes_and_8_has_no_slurm_remote(standin_2024: StandIn, api24: Api) -> None:
     s = scenario(standin_2024)
     [res] = standin_2024.create_resources(s["offering"], s["project"], 1)
@@ -440,7 +481,7 @@ def test_cli_runs_the_server(tmp_path: Path) -> None:
             except httpx.ConnectError:
                 assert time.monotonic() < deadline, "stand-in did not start"
                 time.sleep(0.05)
-        assert resp.status_code == 200 and seed["profile"] == "2024"
+        assert resp.status_code == 405 and seed["profile"] == "2024"  # the route exists (8.x: 404), without a list
         offering = httpx.get(
             f"http://127.0.0.1:{port}/api/marketplace-provider-offerings/{seed['offering_uuid']}/",
             headers={"Authorization": f"Token {seed['provider_token']}"},

@@ -32,7 +32,6 @@ HEAD_ROUTES = frozenset(
         "/api/marketplace-offering-users/",
         "/api/marketplace-component-usages/",
         "/api/marketplace-component-user-usages/",
-        "/api/marketplace-slurm-remote/",
         "/api/slurm-associations/",
     }
 )
@@ -305,7 +304,7 @@ class Api:
             if customers is not None and s.projects[res["project_uuid"]]["customer_uuid"] not in customers:
                 continue
             out.append(res)
-        return paginated(request, out, self.r(request).resource)
+        return paginated(request, out, self.r(request).resource_listed)
 
     def _resource(self, request: web.Request, user: dict[str, Any]) -> dict[str, Any]:
         res = self.s.get(self.s.resources, request.match_info["uuid"], "Resource")
@@ -419,14 +418,9 @@ class Api:
         return res
 
     async def slurm_remote_list(self, request: web.Request) -> web.Response:
-        user = self.user(request)
-        s = self.s
-        f = Filters(request)
-        offerings = f.uuids("offering_uuid")
-        visible = s.visible_offerings(user)
-        wanted = visible if offerings is None else visible & offerings
-        ids = [rid for off in wanted for rid in s.resources_by_offering.get(off, []) if s.resources[rid].get("allocation_uuid")]
-        return paginated(request, [s.resources[i] for i in ordered(ids)], self.r(request).resource)
+        """The Oct-2024 viewset has actions only, no list: an authenticated GET answers 405 (HEAD too)."""
+        self.user(request)
+        raise ApiError(405, {"detail": f'Method "{request.method}" not allowed.'})
 
     async def slurm_set_state(self, request: web.Request) -> web.Response:
         res = self._slurm_resource(request)
