@@ -337,6 +337,38 @@ def test_2024_answers_as_the_real_server_measured_by_the_differential_test(stand
     ]
 
 
+def test_2024_slurm_remote_and_order_errors_as_measured_on_the_real_server(standin_2024: StandIn, api24: Api) -> None:
+    w = standin_2024
+    s = scenario(w)
+    placed = w.place_order(s["offering"], s["project"], limits={"quota": 5})
+    res = placed["resource_uuid"]
+    sr = f"/api/marketplace-slurm-remote/{res}/"
+    api24.post(f"/api/marketplace-orders/{placed['uuid']}/approve_by_provider/")
+    assert api24.get(sr).status_code == 405  # no retrieve
+    ok = api24.post(sr + "set_limits/", {"quota": "5"})  # stored as sent; "5" and true pass the number check
+    assert ok.status_code == 200 and ok.headers["Content-Type"] == "application/json"  # no "; charset=utf-8"
+    # A value that is no number: stored, then the server's hook fails after the write (500, not rolled back).
+    bad = api24.post(sr + "set_limits/", {"quota": None})
+    assert bad.status_code == 500 and "<title>Server Error (500)</title>" in bad.text
+    assert api24.get(f"/api/marketplace-provider-resources/{res}/").json()["limits"] == {"quota": None}
+    listed = api24.post(sr + "set_limits/", [1, 2])
+    assert listed.status_code == 400 and listed.json() == ["The payload must have dictionary type, not <class 'list'>."]
+    bogus = api24.post(sr + "set_state/", {"state": "bogus"})
+    assert bogus.status_code == 400 and bogus.json() == ["Invalid state: a corresponding method for transition is absent"]
+    assert api24.post(sr + "set_state/", {"state": ""}).json() == {"state": ["This field may not be blank."]}
+    assert api24.post(sr + "set_state/", {}).json() == {"state": ["This field is required."]}
+    missing = api24.post(sr + "delete_association/", {"username": "nobody"})
+    assert missing.status_code == 400 and missing.json() == ["Association between the allocation and the username does not exist."]
+    assert api24.post(sr + "create_association/", {"username": ""}).json() == {"username": ["This field may not be blank."]}
+    # set_state_erred reads both fields unconditionally: without one it fails (500) and nothing changes.
+    half = api24.post(f"/api/marketplace-orders/{placed['uuid']}/set_state_erred/", {"error_message": "x"})
+    assert half.status_code == 500
+    assert api24.get(f"/api/marketplace-orders/{placed['uuid']}/").json()["state"] == "executing"
+    full = api24.post(f"/api/marketplace-orders/{placed['uuid']}/set_state_erred/", {"error_message": "x", "error_traceback": ""})
+    assert full.status_code == 200
+    assert api24.get(f"/api/marketplace-orders/{placed['uuid']}/").json()["state"] == "erred"
+
+
 def test_2024_has_no_8x_routes_and_8_has_no_slurm_remote(standin_2024: StandIn, api24: Api) -> None:
     s = scenario(standin_2024)
     [res] = standin_2024.create_resources(s["offering"], s["project"], 1)

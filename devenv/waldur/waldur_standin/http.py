@@ -38,8 +38,9 @@ PROXY_PAGES = {
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    # bytes, so the type is "application/json" without "; charset=utf-8", as Django REST framework sends it
     resp = web.Response(
-        text=json.dumps(data, separators=(",", ":")), status=status, content_type="application/json", headers=headers
+        body=json.dumps(data, separators=(",", ":")).encode(), status=status, content_type="application/json", headers=headers
     )
     resp[JSON_KEY] = data
     return resp
@@ -71,7 +72,8 @@ def fault_page(status: int) -> web.Response:
     return json_response({"detail": "Injected fault."}, status)
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
+async def read_json(request: web.Request, *, any_json: bool = False) -> Any:
+    """The JSON body (``{}`` when empty); an object unless ``any_json`` (views that read ``request.data`` raw)."""
     raw = await request.read()
     if not raw.strip():
         return {}
@@ -79,7 +81,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         data = json.loads(raw)
     except ValueError as e:
         raise ApiError(400, {"detail": f"JSON parse error - {e}"}) from None
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) and not any_json:
         raise ApiError(400, {"non_field_errors": ["Invalid data. Expected a dictionary, but got list."]})
     return data
 
@@ -373,7 +375,7 @@ def recording_middleware(recorder: Recorder) -> Any:
         override = recorder.take_override(method, request.path, template) if resp.get(JSON_KEY) is not None else None
         if override is not None and isinstance(resp, web.Response):
             data = override.apply(resp[JSON_KEY])
-            resp.text = json.dumps(data, separators=(",", ":"))
+            resp.body = json.dumps(data, separators=(",", ":")).encode()
             resp[JSON_KEY] = data
         entry["status"] = resp.status
         entry["user"] = request.get(USER_KEY)

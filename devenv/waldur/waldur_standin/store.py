@@ -95,8 +95,9 @@ class ApiError(Exception):
 
 
 class ServerError(ApiError):
-    """An unhandled exception in Mastermind: Django's HTML 500 page, and the request's transaction rolled back
-    (so the stand-in raises it before it changes anything)."""
+    """An unhandled exception in Mastermind: Django's HTML 500 page. The stand-in raises it where the server's
+    exception happens: before any change where the server rolls the request back, after the write where it
+    does not (slurm-remote set_limits)."""
 
     def __init__(self, cause: str) -> None:
         super().__init__(500, None)
@@ -928,7 +929,7 @@ class Store:
     def set_allocation_state(self, res: dict[str, Any], state: str) -> None:
         alloc = self.allocation_of(res)
         if state not in ALLOC_TRANSITIONS:
-            raise ApiError(400, {"state": [f'"{state}" is not a valid choice.']})
+            raise ApiError(400, ["Invalid state: a corresponding method for transition is absent"])
         target, sources = ALLOC_TRANSITIONS[state]
         source = alloc["state"]
         if sources is not None and source not in sources:
