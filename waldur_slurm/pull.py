@@ -26,6 +26,7 @@ import logging
 import traceback as tb
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from waldur_slurm import naming
@@ -42,9 +43,11 @@ from waldur_slurm.pull_plan import (
     plan_membership,
     plan_orders,
 )
+from waldur_slurm.push import PushReporter, valid_account
 from waldur_slurm.slurm.client import OpResult, SlurmClient, SlurmState
 from waldur_slurm.slurm.errors import ActiveJobsError, SlurmError, SlurmTransientError
 from waldur_slurm.slurm.ops import CreateHomedirs
+from waldur_slurm.ledger import Ledger
 from waldur_slurm.stuck import StuckOrders, counts_as_stuck
 from waldur_slurm.waldur.errors import WaldurAuthError, WaldurError, WaldurTransientError
 from waldur_slurm.waldur.models import OfferingUser, Order, Resource, TeamMember
@@ -89,6 +92,8 @@ class PullReconciler:
         self.log = log or logging.getLogger("waldur_slurm.pull")
         self.out = out
         self.stuck = StuckOrders(settings.order_max_failed_cycles)
+        state_dir = getattr(settings, "state_dir", None)
+        self.ledger = Ledger(Path(state_dir) / "associations.json" if state_dir else None)
 
     # ------------------------------------------------------------------ helpers
     def _config(self) -> PlanConfig:
@@ -170,6 +175,7 @@ class PullReconciler:
         # SLURM, in one batch; failures are isolated per order.
         ok = self._apply_slurm(plan, workers, outcome, config, resources, teams, offering_users)
         report.writes += len(plan.ops)
+        self._report_final_usage(workers, ok, outcome, resources)
 
         # Waldur, per order.
         for p in workers:
@@ -371,6 +377,7 @@ class PullReconciler:
             results: list[OpResult] = self.slurm.apply([p.op for p in ops])
         except SlurmError as exc:
             return [(p, exc) for p in ops]
+        self.ledger.update(r.op for r in results if r.ok)
         failures: list[tuple[PlannedOp, BaseException]] = []
         for planned, result in zip(ops, results):
             if result.ok:
@@ -383,6 +390,55 @@ class PullReconciler:
             self.log.warning("SLURM op failed: %s: %s", planned.describe(), error)
             failures.append((planned, error))
         return failures or None
+
+    # ------------------------------------------------------------------ Terminate: final usage
+    def _report_final_usage(
+        self, workers: Sequence[OrderPlan], ok: dict[str, OrderPlan], outcome: _Outcome, resources: dict[str, Resource]
+    ) -> None:
+        """Report the last usage of every account a Terminate of this cycle removed, before the order completes.
+
+        Push reports only live resources and the server refuses usage for a Terminated one, so the usage since
+        the last push (with the jobs the Terminate cancelled) is reported here, while the order still runs. It
+        runs after the SLURM batch: slurmdbd removes an account only once none of its jobs runs any more, so
+        the cancelled jobs' records are final by then; sacct keeps them after the account is gone, which also
+        lets a retry report them. One sacct for all Terminates of the cycle (the push daemon's own code).
+
+        A transient failure (sacct, Waldur 5xx) defers the order: the next cycle reports and completes it, and
+        nothing is lost. A permanent refusal marks the order erred with the reason, so the usage is never
+        dropped silently: an operator reports it (or retries the Terminate) and the resource stays visible.
+        """
+        finals: dict[str, str] = {}
+        plans: dict[str, OrderPlan] = {}
+        for p in workers:
+            order = p.order
+            if order.type != "Terminate" or order.uuid not in ok or outcome.settled(order.uuid) or not order.resource_uuid:
+                continue
+            resource = resources.get(order.resource_uuid)
+            account = p.account or (valid_account(resource.backend_id) if resource is not None else None)
+            if account:
+                finals[order.resource_uuid] = account
+                plans[order.resource_uuid] = p
+        if not finals:
+            return
+        reporter = PushReporter(self.settings, self.waldur, self.slurm, echo=self.out)
+        try:
+            results = reporter.report_final(finals)
+        except WaldurAuthError:
+            raise
+        except (SlurmError, WaldurError) as exc:
+            for p in plans.values():
+                outcome.deferred[p.order.uuid] = f"final usage not reported yet: {exc}"
+            self.log.warning("pull: final usage of %d terminated account(s) not reported (%s); next cycle", len(plans), exc)
+            return
+        for resource_uuid, error in results.items():
+            order = plans[resource_uuid].order
+            if error is None:
+                continue
+            if _transient(error):
+                outcome.deferred[order.uuid] = f"final usage not reported yet: {error}"
+                self.log.warning("order %s: final usage not reported (%s); next cycle", order.uuid, error)
+            else:
+                self._err(order, f"final usage of {finals[resource_uuid]} not reported: {error}", outcome, error)
 
     # ------------------------------------------------------------------ Waldur
     def _waldur_actions(self, p: OrderPlan, outcome: _Outcome, report: CycleReport) -> None:
@@ -458,7 +514,8 @@ class PullReconciler:
             else:
                 report.deferred += 1
                 self.log.warning("membership: team of %s not read (%s)", uuid, team)
-        plan = plan_membership(managed, state, config, teams=teams, offering_users=offering_users)
+        plan = plan_membership(managed, state, config, teams=teams, offering_users=offering_users,
+                               added_by_agent=self.ledger.accounts)
         for note in plan.notes:
             self.log.info("membership: %s", note)
         if dry_run:

@@ -38,15 +38,15 @@ class Site:
     access: AccessLog
 
     def env(self, direction: str, **extra: str) -> dict[str, str]:
-        return self.world.agent_env(
-            WALDUR_SYNC_DIRECTION=direction,
-            SLURM_DEPLOYMENT_TYPE="native",
-            SLURM_DEFAULT_ACCOUNT=self.root,
-            SLURM_TRES_CONFIG_PATH=str(self.tres_path),
-            SLURM_COMMAND_TIMEOUT="60",
-            REQUESTS_TIMEOUT="30",
+        return self.world.agent_env(**{
+            "WALDUR_SYNC_DIRECTION": direction,
+            "SLURM_DEPLOYMENT_TYPE": "native",
+            "SLURM_DEFAULT_ACCOUNT": self.root,
+            "SLURM_TRES_CONFIG_PATH": str(self.tres_path),
+            "SLURM_COMMAND_TIMEOUT": "60",
+            "REQUESTS_TIMEOUT": "30",
             **extra,
-        )
+        })
 
     def pull(self, *args: str, **extra: str) -> AgentRun:
         return run_agent(self.env("pull", **extra), *args)

@@ -115,6 +115,17 @@ class Mastermind:
         self.url = url.rstrip("/")
         self.staff = Api(self.url, token)
         self._apis: list[Api] = [self.staff]
+        self.offerings: list[str] = []  # every world's offering, checked when the session ends
+
+    def left_half_way(self) -> list[str]:
+        """Orders still executing and resources still Updating in this session's worlds."""
+        out = []
+        for offering in self.offerings:
+            out += [f"order {o['uuid']} {o['type']} {o['state']}" for o in
+                    self.staff.list("/api/marketplace-orders/", offering_uuid=offering, state="executing")]
+            out += [f"resource {r['uuid']} {r['state']}" for r in
+                    self.staff.list("/api/marketplace-provider-resources/", offering_uuid=offering, state="Updating")]
+        return out
 
     def user(self, prefix: str = "u", *, username: str | None = None) -> dict[str, Any]:
         s = stamp()
@@ -241,6 +252,14 @@ class World:
         out = self.owner.post(f"/api/marketplace-resources/{resource_uuid}/update_limits/", {"limits": dict(limits)})
         return out["order_uuid"]
 
+    def switch_plan(self, resource_uuid: str, plan_name: str) -> str:
+        public = self.owner.get(f"/api/marketplace-public-offerings/{self.offering_uuid}/")
+        plan = next(p["url"] for p in public["plans"] if p["name"] == plan_name)
+        return self.owner.post(f"/api/marketplace-resources/{resource_uuid}/switch_plan/", {"plan": plan})["order_uuid"]
+
+    def usage_records(self, resource_uuid: str) -> list[dict[str, Any]]:
+        return self.staff.list("/api/marketplace-component-usages/", resource_uuid=resource_uuid)
+
     def terminate(self, resource_uuid: str) -> str:
         out = self.owner.post(f"/api/marketplace-resources/{resource_uuid}/terminate/", {})
         return out["order_uuid"]
@@ -283,12 +302,24 @@ class World:
                 raise AssertionError(f"order {uuid} never reached the wanted state: {o['state']} {o.get('error_message')}")
             time.sleep(0.3)
 
+    def object_uuids(self) -> set[str]:
+        """The uuids of this world's offering, orders, resources and their allocations."""
+        out = {self.offering_uuid}
+        for o in self.orders():
+            out.add(o["uuid"])
+        for r in self.resources():
+            out.add(r["uuid"])
+            if r.get("resource_uuid"):
+                out.add(r["resource_uuid"])
+        return out
+
     def agent_env(self, **extra: str) -> dict[str, str]:
         return {"WALDUR_API_URL": self.mm.url + "/api/", "WALDUR_API_TOKEN": self.agent_token,
                 "WALDUR_OFFERING_UUID": self.offering_uuid, **extra}
 
 
-def build_world(mm: Mastermind, components: Sequence[Mapping[str, Any]] = DEFAULT_COMPONENTS) -> World:
+def build_world(mm: Mastermind, components: Sequence[Mapping[str, Any]] = DEFAULT_COMPONENTS,
+                plans: Sequence[str] = ("Default",)) -> World:
     s = stamp()
     staff = mm.staff
     provider = staff.post("/api/customers/", {"name": f"HPC centre {s}", "abbreviation": "HPC"}, expect=201)
@@ -298,10 +329,11 @@ def build_world(mm: Mastermind, components: Sequence[Mapping[str, Any]] = DEFAUL
         "name": f"SLURM {s}", "category": category["url"], "customer": provider["url"],
         "type": "Marketplace.Slurm", "shared": True, "billable": True,
         "components": [dict(c) for c in components],
-        "plans": [{"name": "Default", "unit": "month"}],
+        "plans": [{"name": name, "unit": "month"} for name in plans],
         "secret_options": {"service_provider_can_create_offering_user": True},
     }, expect=201)
     staff.post(f"/api/marketplace-provider-offerings/{offering['uuid']}/activate/", expect=200)
+    mm.offerings.append(offering["uuid"])
     agent = mm.user("agent")
     staff.post(f"/api/customers/{provider['uuid']}/add_user/", {"user": agent["uuid"], "role": "CUSTOMER.OWNER"},
                expect=201)
@@ -315,11 +347,12 @@ def build_world(mm: Mastermind, components: Sequence[Mapping[str, Any]] = DEFAUL
     project = owner.post("/api/projects/", {"name": f"proj-{s}", "customer": consumer["url"]}, expect=201)
     public = owner.get(f"/api/marketplace-public-offerings/{offering['uuid']}/")
     return World(mm=mm, offering_uuid=offering["uuid"], public_offering_url=public["url"],
-                 plan_url=public["plans"][0]["url"], provider_customer=provider, agent_token=agent_token,
+                 plan_url=next(p["url"] for p in public["plans"] if p["name"] == plans[0]), provider_customer=provider, agent_token=agent_token,
                  consumer=consumer, owner=owner, project=project)
 
 
 # ------------------------------------------------------------------ the server's own record of requests
+_UUID_HEX = re.compile(r"[0-9a-f]{32}")
 _ACCESS = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) .*"(?P<ua>[^"]*)"\s*$')
 
 
@@ -333,7 +366,9 @@ class AccessLog:
     def mark(self) -> int:
         return self.path.stat().st_size if self.path.exists() else 0
 
-    def since(self, mark: int, *, agent_only: bool = True) -> list[tuple[str, str, int]]:
+    def since(self, mark: int, *, agent_only: bool = True, world: World | None = None) -> list[tuple[str, str, int]]:
+        """``world``: keep only requests that name one of its objects, or that name none (set_usage, lists
+        by filter): other agents may use the same server at the same time (never in CI)."""
         with self.path.open("rb") as f:
             f.seek(mark)
             text = f.read().decode("utf-8", "replace")
@@ -342,6 +377,9 @@ class AccessLog:
             m = _ACCESS.search(line)
             if m and (not agent_only or m["ua"].startswith(AGENT_UA)):
                 out.append((m["method"], m["path"], int(m["status"])))
+        if world is not None:
+            ours = world.object_uuids()
+            out = [e for e in out if not (found := _UUID_HEX.findall(e[1])) or any(u in ours for u in found)]
         return out
 
     @staticmethod
@@ -381,6 +419,26 @@ def run_agent(env: Mapping[str, str], *args: str, timeout: float = 240) -> Agent
     return AgentRun(r.returncode, r.stdout, r.stderr, summaries)
 
 
+class Daemon:
+    """The agent as the long-running daemon (no --once), stopped with SIGTERM."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        proc_env = {k: v for k, v in os.environ.items() if not k.startswith(("WALDUR_", "SLURM_", "SENTRY_"))}
+        proc_env.update(env)
+        self.proc = subprocess.Popen([sys.executable, "-m", "waldur_slurm.main"], cwd=REPO, env=proc_env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def stop(self) -> str:
+        """SIGTERM, wait, and the daemon's log."""
+        self.proc.terminate()
+        try:
+            _out, err = self.proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _out, err = self.proc.communicate()
+        return err
+
+
 def _num(v: str) -> Any:
     try:
         return int(v)
@@ -402,7 +460,11 @@ def mastermind() -> Iterator[Mastermind]:
                     pytrace=False)
     mm = Mastermind(url, token)
     yield mm
-    mm.close()
+    try:
+        left = mm.left_half_way()
+        assert not left, f"the real-server tests left work half-way on the server: {left}"
+    finally:
+        mm.close()
 
 
 @pytest.fixture
@@ -412,3 +474,42 @@ def mm_world(mastermind: Mastermind) -> World:
 
 def dump_json(obj: Any) -> str:
     return json.dumps(obj, indent=1, sort_keys=True, default=str)[:4000]
+
+
+# ------------------------------------------------------------------ faults made in the server's own database
+def psql(sql: str) -> str:
+    """Run SQL in the server's PostgreSQL (as its own `waldur` role): how a test makes the REAL server fail."""
+    env = {**os.environ, "PGPASSWORD": _mm_conf("MM_PG_PASSWORD", "")}
+    r = subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-p", _mm_conf("MM_PG_PORT", "15432"), "-U", "waldur", "-d", "waldur",
+         "-v", "ON_ERROR_STOP=1", "-At", "-c", sql],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode == 0, f"psql failed: {r.stderr.strip()}"
+    return r.stdout
+
+
+class ResourceStateFault:
+    """A trigger that makes the server's database refuse to move one marketplace resource into the given states
+    (Mastermind's integer codes: 2 OK, 3 Erred): the request that tries answers 500 and rolls back."""
+
+    def __init__(self, resource_uuid: str, states: Sequence[int]) -> None:
+        self.name = f"wsa_fault_{resource_uuid[:12]}"
+        self.uuid = resource_uuid
+        self.states = ",".join(str(int(s)) for s in states)
+
+    def __enter__(self) -> ResourceStateFault:
+        psql(f"""
+            CREATE OR REPLACE FUNCTION {self.name}() RETURNS trigger AS $$
+            BEGIN RAISE EXCEPTION 'injected test fault: resource % may not enter state %', NEW.uuid, NEW.state; END
+            $$ LANGUAGE plpgsql;
+            DROP TRIGGER IF EXISTS {self.name} ON marketplace_resource;
+            CREATE TRIGGER {self.name} BEFORE UPDATE ON marketplace_resource FOR EACH ROW
+              WHEN (replace(OLD.uuid::text, '-', '') = '{self.uuid}' AND NEW.state IN ({self.states})
+                    AND OLD.state <> NEW.state)
+              EXECUTE FUNCTION {self.name}();
+        """)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        psql(f"DROP TRIGGER IF EXISTS {self.name} ON marketplace_resource; DROP FUNCTION IF EXISTS {self.name}();")

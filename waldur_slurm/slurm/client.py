@@ -96,6 +96,7 @@ from .ops import (
 from .parsing import (
     echoed_count,
     is_already,
+    SlurmParseError,
     parse_limits,
     parse_sacct_time,
     parse_elapsed_raw,
@@ -162,6 +163,8 @@ class SlurmAccount:
     organization: str
     limits: dict[str, int]  # account-level GrpTRESMins, TRES-minutes (mem in MB)
     users: frozenset[str]
+    # why GrpTRESMins could not be read (``limits`` is then empty): fails only this account's limits
+    limits_problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,8 @@ class JobRecord:
     alloc_tres: dict[str, Decimal]  # mem in MB
     start: datetime | None  # aware, in the SLURM host's local time zone
     end: datetime | None
+    # why this record's TRES could not be read (both TRES dicts are then empty): it alone is not billed
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -573,7 +578,10 @@ def parse_state(accounts_out: str, users_out: str, *, cluster: str | None = None
             entry["users"].add(user)  # type: ignore[union-attr]
         else:
             entry["parent"] = parent
-            entry["limits"] = parse_limits(grptresmins)
+            try:
+                entry["limits"] = parse_limits(grptresmins)
+            except SlurmParseError as exc:
+                entry["limits_problem"] = f"GrpTRESMins of account {name}: {exc}"
     accounts = {
         name: SlurmAccount(
             name=name,
@@ -582,6 +590,7 @@ def parse_state(accounts_out: str, users_out: str, *, cluster: str | None = None
             organization=str(e["organization"]),
             limits=dict(e["limits"]),  # type: ignore[arg-type]
             users=frozenset(e["users"]),  # type: ignore[arg-type]
+            limits_problem=e.get("limits_problem"),  # type: ignore[arg-type]
         )
         for name, e in sorted(info.items())
     }
@@ -593,19 +602,23 @@ def parse_jobs(text: str) -> list[JobRecord]:
     """Parse sacct output in SACCT_FORMAT (pure)."""
     records = []
     for job_id, account, user, state, elapsed_raw, req, alloc, start, end in split_rows(text, 9):
-        records.append(
-            JobRecord(
+        state = state.split(" ")[0]  # "CANCELLED by 0" -> "CANCELLED"
+        try:
+            record = JobRecord(
                 job_id=job_id,
                 account=account,
                 user=user,
-                state=state.split(" ")[0],  # "CANCELLED by 0" -> "CANCELLED"
+                state=state,
                 elapsed_seconds=parse_elapsed_raw(elapsed_raw),
                 req_tres=parse_tres(req),
                 alloc_tres=parse_tres(alloc),
                 start=_utc(parse_sacct_time(start)),
                 end=_utc(parse_sacct_time(end)),
             )
-        )
+        except SlurmParseError as exc:
+            # one record SLURM printed oddly is not billed (and said so); the others are
+            record = JobRecord(job_id, account, user, state, 0, {}, {}, None, None, problem=str(exc))
+        records.append(record)
     return records
 
 

@@ -166,6 +166,10 @@ def host_root(api_url: str) -> str:
     return url.removesuffix("/")
 
 
+def _json_int(text: str) -> int | Decimal:
+    return int(text) if len(text) <= 4000 else Decimal(text)
+
+
 def json_number(value: Any) -> int | float:
     """Limits go out as JSON numbers: integral values as int, others as float."""
     if isinstance(value, bool):
@@ -306,7 +310,9 @@ class WaldurClient:
         if not resp.content:
             return None
         try:
-            return resp.json()
+            # parse_int: Python refuses int() of more than 4,300 digits; such a number (an order limit, say)
+            # must fail only the object it is in, so it stays a Decimal for the validators to refuse
+            return resp.json(parse_int=_json_int)
         except ValueError:
             raise WaldurPermanentError(
                 f"Waldur {resp.request.method} {resp.request.url.path}: HTTP {resp.status_code} with a non-JSON body",
@@ -465,11 +471,18 @@ class WaldurClient:
         )
 
     # ------------------------------------------------------------------ orders
-    def list_orders(self, states: Iterable[str] = ("pending-provider", "executing"), types: Iterable[str] | None = None) -> list[Order]:
-        """Orders of the offering in these states (all pages)."""
+    def list_orders(
+        self,
+        states: Iterable[str] = ("pending-provider", "executing"),
+        types: Iterable[str] | None = None,
+        modified_since: dt.datetime | None = None,
+    ) -> list[Order]:
+        """Orders of the offering in these states (all pages), optionally only those modified since a time."""
         filters: dict[str, Any] = {"offering_uuid": UUID(self.offering_uuid), "state": [OrderState(s) for s in states]}
         if types is not None:
             filters["type_"] = [RequestTypes(t) for t in types]
+        if modified_since is not None:
+            filters["modified"] = modified_since
         return [Order.from_json(d) for d in self._list_all(marketplace_orders_list, **filters)]
 
     def get_order(self, order_uuid: str) -> Order:
