@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from waldur_slurm.values import to_decimal
+
 ACCOUNTING_TYPES = ("usage", "limit")
 ALLOWED_FIELDS = {"limit", "measured_unit", "accounting_type", "label", "unit_factor", "description"}
 REQUIRED_FIELDS = ("measured_unit", "accounting_type", "label")
@@ -41,18 +43,19 @@ class Component:
     unit_factor: int = 1
     description: str = ""
 
-    def to_slurm(self, amount: Decimal | int | float | str) -> int:
-        """Waldur units -> whole SLURM TRES-minutes (mem in MB), rounded half up."""
-        value = parse_amount(amount)
-        if value is None or not value.is_finite():
-            raise ValueError(f"{self.key}: {amount!r} is not a number")
-        if value < 0:
-            raise ValueError(f"{self.key}: {amount!r} is negative")
+    def to_slurm(self, amount: Decimal | int | float | str, field: str | None = None) -> int:
+        """Waldur units -> whole SLURM TRES-minutes (mem in MB), rounded half up.
+
+        Raises BadValue naming ``field`` (default: the component key) for anything that is not a finite,
+        non-negative number below 10^MAX_EXPONENT, before any arithmetic on it.
+        """
+        value = to_decimal(amount, field or self.key, allow_negative=False)
         return int((value * self.unit_factor).to_integral_value(rounding=ROUND_HALF_UP))
 
-    def to_waldur(self, minutes: Decimal | int) -> Decimal:
-        """SLURM TRES-minutes -> Waldur units, to the 2 decimal places Waldur stores."""
-        return (Decimal(minutes) / self.unit_factor).quantize(CENT, rounding=ROUND_HALF_UP)
+    def to_waldur(self, minutes: Decimal | int, field: str | None = None) -> Decimal:
+        """SLURM TRES-minutes -> Waldur units, to the 2 decimal places Waldur stores (BadValue when unbounded)."""
+        value = to_decimal(minutes, field or self.key)
+        return (value / self.unit_factor).quantize(CENT, rounding=ROUND_HALF_UP)
 
     @property
     def slurm_limit(self) -> int | None:
@@ -67,6 +70,8 @@ def parse_amount(value: Any) -> Decimal | None:
     """
     if isinstance(value, bool):
         return None
+    if isinstance(value, int) and value.bit_length() > 4096:
+        return None  # Decimal(int) refuses more than 4,300 digits; no amount is that large
     if isinstance(value, (int, Decimal)):
         return Decimal(value)
     if isinstance(value, float):

@@ -7,6 +7,7 @@ names each bad variable and its value. Secrets (the API token, the Sentry DSN) n
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import uuid
@@ -18,6 +19,8 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from waldur_slurm.components import Component, ComponentsError, load_components
+from waldur_slurm.slurm.ops import MAX_NAME_LEN as MAX_ACCOUNT_NAME_LEN
+from waldur_slurm.urls import mask_url
 
 
 class ConfigError(ValueError):
@@ -62,6 +65,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("WALDUR_PUSH_PERIOD_SECONDS", "3600", "period of the push (usage reporting) cycle"),
     Variable("WALDUR_PUSH_CONCURRENCY", "8", "how many Waldur writes the push daemon runs at once"),
     Variable("WALDUR_READ_CONCURRENCY", "8", "how many per-resource Waldur reads (project teams) the pull daemon runs at once"),
+    Variable("WALDUR_ORDER_MAX_FAILED_CYCLES", "5", "pull cycles in a row in which the same step of an order may fail with a server error before the agent gives the order up (marks it erred where the server allows) and stops retrying it"),
+    Variable("WALDUR_STATE_DIR", "/var/lib/waldur-slurm-agent", "directory of the agent's own small state: the associations it added, so that a login whose offering user was renamed is removed (kept in memory, with a warning, when the directory cannot be written)"),
     Variable("WALDUR_BILLING_TIMEZONE", "UTC", "timezone of the billing month (IANA name)"),
     Variable("WALDUR_HEARTBEAT_FILE", None, "file touched after every successful cycle (for health checks)"),
     Variable("WALDUR_METRICS_PORT", "0", "port of the Prometheus /metrics and /healthz endpoint; 0 disables it"),
@@ -109,6 +114,8 @@ class Settings:
     push_period: float
     push_concurrency: int
     read_concurrency: int
+    order_max_failed_cycles: int
+    state_dir: str | None
     billing_timezone: ZoneInfo
     heartbeat_file: str | None
     metrics_port: int
@@ -117,6 +124,8 @@ class Settings:
     log_format: str
     sentry_dsn: str | None = field(repr=False)
     sentry_environment: str
+    # set variables that look like ours but are not (typos): logged as warnings at start
+    warnings: tuple[str, ...] = ()
 
     def masked(self) -> list[tuple[str, str]]:
         """(name, value) pairs safe to show an operator: secrets are masked."""
@@ -125,6 +134,10 @@ class Settings:
             value: Any = getattr(self, f.name)
             if f.name in ("waldur_api_token", "sentry_dsn"):
                 value = mask(value)
+            elif f.name == "waldur_api_url":
+                value = mask_url(value)
+            elif f.name == "warnings":
+                continue
             elif f.name == "components":
                 value = ", ".join(value)
             rows.append((f.name, str(value)))
@@ -135,6 +148,31 @@ def mask(secret: str | None) -> str:
     if not secret:
         return "(unset)"
     return "****" + (secret[-4:] if len(secret) >= 16 else "")
+
+
+# SLURM's own clients read many SLURM_* variables (SLURM_CONF, SLURM_JOB_ID, SLURM_TIME_FORMAT, ...): only a
+# name close to one of ours is taken for a typo. Every other WALDUR_* name is ours, so any unknown one is.
+_TYPO_CUTOFF = 0.8
+# SLURM's own variables that are close to one of ours but are not typos
+SLURM_OWN_VARIABLES = frozenset({
+    "SLURM_CLUSTERS", "SLURM_CONF", "SLURM_CONTAINER", "SLURM_ACCOUNT", "SLURM_TIME_FORMAT", "SLURM_COMMENT",
+    "SLURM_CONSTRAINT", "SLURM_DEBUG", "SLURM_PROFILE", "SLURM_UMASK", "SLURM_WCKEY",
+})
+
+
+def unknown_variable_warnings(environ: Mapping[str, str]) -> list[str]:
+    """One warning per set variable that looks like one of the agent's but is not, with the closest name."""
+    ours = sorted(KNOWN_VARIABLES)
+    warnings: list[str] = []
+    for name in sorted(environ):
+        if name in KNOWN_VARIABLES or name in SLURM_OWN_VARIABLES or not name.startswith(("WALDUR_", "SLURM_")):
+            continue
+        close = difflib.get_close_matches(name, ours, n=1, cutoff=_TYPO_CUTOFF)
+        if close:
+            warnings.append(f"{name} is not a known variable and is ignored; did you mean {close[0]}?")
+        elif name.startswith("WALDUR_"):
+            warnings.append(f"{name} is not a known variable and is ignored")
+    return warnings
 
 
 def read_environment(env_file: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -269,16 +307,21 @@ def load_settings(environ: Mapping[str, str], *, need_direction: bool = False) -
 
     prefixes = {}
     for name in ("SLURM_CUSTOMER_PREFIX", "SLURM_PROJECT_PREFIX", "SLURM_ALLOCATION_PREFIX"):
-        value = environ.get(name)
-        value = _DEFAULTS[name] if value is None else value.strip()
-        if not _NAME.match(value or ""):
+        # One rule for every variable: empty means unset, i.e. the default (an empty prefix used to mean none).
+        value = r.raw(name) or ""
+        if not _NAME.match(value):
             r.fail(name, value, "is invalid: use lower-case letters, digits, '_' and '-'")
-        prefixes[name] = value or ""
+        elif value.startswith("-"):
+            r.fail(name, value, "is invalid: a SLURM account name cannot start with '-'")
+        elif name != "SLURM_ALLOCATION_PREFIX" and len(value) + 32 > MAX_ACCOUNT_NAME_LEN:
+            # customer and project accounts are the prefix and a 32-hex UUID
+            r.fail(name, value, f"is too long: the account names it makes exceed {MAX_ACCOUNT_NAME_LEN} characters")
+        prefixes[name] = value
 
     max_len = r.number("SLURM_ALLOCATION_NAME_MAX_LEN", int, 8, 64)  # 64: the longest name the op layer accepts
     shortest = len(prefixes["SLURM_ALLOCATION_PREFIX"]) + 5 + 2  # prefix + uuid part + "_" + one letter
     if max_len < shortest:
-        r.fail("SLURM_ALLOCATION_NAME_MAX_LEN", str(max_len), f"is too small for the prefix: expected at least {shortest}")
+        r.fail("SLURM_ALLOCATION_NAME_MAX_LEN", str(max_len), f"is too small for the prefix (SLURM_ALLOCATION_PREFIX={prefixes['SLURM_ALLOCATION_PREFIX']!r}): expected at least {shortest}")
 
     default_account = r.raw("SLURM_DEFAULT_ACCOUNT") or ""
     if not _ACCOUNT.match(default_account):
@@ -350,6 +393,8 @@ def load_settings(environ: Mapping[str, str], *, need_direction: bool = False) -
         push_period=r.number("WALDUR_PUSH_PERIOD_SECONDS", float, 1, 86400),
         push_concurrency=r.number("WALDUR_PUSH_CONCURRENCY", int, 1, 64),
         read_concurrency=r.number("WALDUR_READ_CONCURRENCY", int, 1, 64),
+        order_max_failed_cycles=r.number("WALDUR_ORDER_MAX_FAILED_CYCLES", int, 1, 1000),
+        state_dir=r.raw("WALDUR_STATE_DIR"),
         billing_timezone=timezone,
         heartbeat_file=r.raw("WALDUR_HEARTBEAT_FILE"),
         metrics_port=r.number("WALDUR_METRICS_PORT", int, 0, 65535),
@@ -358,6 +403,7 @@ def load_settings(environ: Mapping[str, str], *, need_direction: bool = False) -
         log_format=r.choice("LOG_FORMAT", ("text", "json")),
         sentry_dsn=sentry_dsn,
         sentry_environment=r.raw("SENTRY_ENVIRONMENT") or "production",
+        warnings=tuple(unknown_variable_warnings(environ)),
     )
     if r.errors:
         raise ConfigError("configuration error: " + "; ".join(r.errors))

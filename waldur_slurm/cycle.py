@@ -24,6 +24,7 @@ class CycleReport:
     failed: int = 0
     deferred: int = 0
     skipped: int = 0
+    stuck: int = 0  # orders given up after failing the same step cycle after cycle, and still held
     writes: int = 0
     slurm_processes: int = 0
     http_requests: int = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import datetime as dt
 import logging
 import sys
 import time
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 from waldur_slurm.config import mask
+from waldur_slurm.urls import mask_url
 
 if TYPE_CHECKING:
     from waldur_slurm.config import Settings
@@ -54,7 +56,7 @@ def check_config(settings: Settings) -> Check:
     mode = settings.deployment_type + (f" (container {settings.container_name!r})"
                                        if settings.deployment_type == "docker" else "")
     parts = [
-        f"Waldur {settings.waldur_api_url}",
+        f"Waldur {mask_url(settings.waldur_api_url)}",
         f"offering {settings.offering_uuid}",
         f"direction {settings.sync_direction or '(unset)'}",
         f"SLURM {mode}",
@@ -84,13 +86,13 @@ def waldur_checks(settings: Settings, waldur: Any) -> list[Check]:
     try:
         version = waldur.server_version()
     except Exception as exc:
-        checks.append(Check(names[0], False, f"{settings.waldur_api_url}: {_reason(exc)}"))
+        checks.append(Check(names[0], False, f"{mask_url(settings.waldur_api_url)}: {_reason(exc)}"))
         return skipped("Waldur API unreachable")
     try:
         flavour = waldur.flavour
     except Exception:  # informative only
         flavour = None
-    checks.append(Check(names[0], True, f"{settings.waldur_api_url}, server version {version or 'unknown'}"
+    checks.append(Check(names[0], True, f"{mask_url(settings.waldur_api_url)}, server version {version or 'unknown'}"
                         + (f" (API flavour {flavour})" if flavour else "")))
 
     try:
@@ -144,8 +146,33 @@ def waldur_checks(settings: Settings, waldur: Any) -> list[Check]:
     except Exception as exc:
         checks.append(Check(names[4], False, f"cannot list orders: {_reason(exc)}"))
         return checks
-    checks.append(Check(names[4], True, ", ".join(f"{n} {state}" for state, n in counts.items())))
+    summary = ", ".join(f"{n} {state}" for state, n in counts.items())
+    stalled = stalled_orders(orders, settings, dt.datetime.now(dt.timezone.utc))
+    if stalled:
+        checks.append(Check(names[4], False, f"{summary}; without progress: " + "; ".join(stalled)))
+    else:
+        checks.append(Check(names[4], True, summary))
     return checks
+
+
+def stalled_orders(orders: Sequence[Any], settings: Settings, now: dt.datetime) -> list[str]:
+    """Executing orders unchanged for longer than the pull daemon retries an order before giving it up: a
+    healthy order completes within a cycle or two. The daemon's own count lives in its memory; this view
+    works from any process, from the server's ``modified`` times."""
+    limit = dt.timedelta(seconds=settings.pull_period * (settings.order_max_failed_cycles + 1))
+    out = []
+    for o in orders:
+        modified = getattr(o, "modified", None)
+        if o.state != "executing" or modified is None:
+            continue
+        if modified.tzinfo is None:
+            modified = modified.replace(tzinfo=dt.timezone.utc)
+        age = now - modified
+        if age > limit:
+            error = f": {o.error_message}" if getattr(o, "error_message", "") else ""
+            out.append(f"order {o.uuid} ({o.type} of resource {o.resource_uuid}) executing for "
+                       f"{int(age.total_seconds() // 60)} min{error}")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- SLURM

@@ -93,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     observability.setup_logging(settings)
     observability.setup_sentry(settings)
     log.info("waldur-slurm-agent %s starting", __version__)
+    for warning in settings.warnings:
+        log.warning(warning)
 
     if args.diag:
         from waldur_slurm import diag

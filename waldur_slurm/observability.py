@@ -395,6 +395,7 @@ class TaskStats:
     deferred: int = 0
     slurm_processes: int = 0
     http_requests: int = 0
+    stuck: int = 0  # orders given up and held, as of the last cycle
 
 
 @dataclass
@@ -424,6 +425,7 @@ class Metrics:
             stats.deferred += report.deferred
             stats.slurm_processes += report.slurm_processes
             stats.http_requests += report.http_requests
+            stats.stuck = report.stuck
             if not report.progressed:
                 stats.cycles_unreachable += 1
                 stats.last_error = "; ".join(report.unreachable)
@@ -485,6 +487,9 @@ class Metrics:
                    [({"task": n}, s.slurm_processes) for n, s in items])
             metric("waldur_slurm_http_requests_total", "counter", "HTTP requests sent to Waldur.",
                    [({"task": n}, s.http_requests) for n, s in items])
+            metric("waldur_slurm_stuck_orders", "gauge",
+                   "Orders given up after WALDUR_ORDER_MAX_FAILED_CYCLES failing cycles and held (not marked erred).",
+                   [({"task": n}, s.stuck) for n, s in items if n == "pull"])
         lines: list[str] = []
         for name, kind, help_, samples in rows:
             lines.append(f"# HELP {name} {help_}")

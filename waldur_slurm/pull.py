@@ -26,6 +26,7 @@ import logging
 import traceback as tb
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from waldur_slurm import naming
@@ -42,6 +43,7 @@ from waldur_slurm.pull_plan import (
     plan_membership,
     plan_orders,
 )
+from waldur_slurm.push import PushReporter, valid_account
 from waldur_slurm.slurm.client import OpResult, SlurmClient, SlurmState
 from waldur_slurm.slurm.errors import (
     ActiveJobsError,
@@ -51,6 +53,8 @@ from waldur_slurm.slurm.errors import (
     SlurmTransientError,
 )
 from waldur_slurm.slurm.ops import CreateHomedirs
+from waldur_slurm.ledger import Ledger
+from waldur_slurm.stuck import StuckOrders, counts_as_stuck
 from waldur_slurm.waldur.errors import WaldurAuthError, WaldurError, WaldurTransientError
 from waldur_slurm.waldur.models import OfferingUser, Order, Resource, TeamMember
 
@@ -93,6 +97,9 @@ class PullReconciler:
         self.slurm = slurm
         self.log = log or logging.getLogger("waldur_slurm.pull")
         self.out = out
+        self.stuck = StuckOrders(settings.order_max_failed_cycles)
+        state_dir = getattr(settings, "state_dir", None)
+        self.ledger = Ledger(Path(state_dir) / "associations.json" if state_dir else None)
 
     # ------------------------------------------------------------------ helpers
     def _config(self) -> PlanConfig:
@@ -119,6 +126,7 @@ class PullReconciler:
         try:
             self._cycle(report, dry_run)
         finally:
+            report.stuck = self.stuck.held_count
             self._finish(report, start)
         return report
 
@@ -130,6 +138,8 @@ class PullReconciler:
             report.deferred += 1
             return
         report.seen = len(orders)
+        self.stuck.keep_only({o.uuid for o in orders})
+        orders = [o for o in orders if not self._held(o, report)]
         if not orders:
             return
         try:
@@ -169,6 +179,7 @@ class PullReconciler:
         # SLURM, in one batch; failures are isolated per order.
         ok = self._apply_slurm(plan, workers, outcome, config, resources, teams, offering_users)
         report.writes += len(plan.ops)
+        self._report_final_usage(workers, ok, outcome, resources)
 
         # Waldur, per order.
         for p in workers:
@@ -242,7 +253,7 @@ class PullReconciler:
         except WaldurAuthError:
             raise
         except WaldurTransientError as exc:
-            outcome.deferred[uuid] = str(exc)
+            self._order_step_failed(order, "approve" if p.approve else "reject", exc, outcome)
         except WaldurError as exc:
             outcome.failed[uuid] = f"Waldur refused: {exc}"
             self.log.error("order %s: Waldur refused: %s", uuid, exc)
@@ -259,6 +270,50 @@ class PullReconciler:
             raise
         except WaldurError as exc:
             self.log.warning("order %s: could not be marked erred (%s); tried again next cycle", order.uuid, exc)
+
+    def _held(self, order: Order, report: CycleReport) -> bool:
+        """An order given up earlier and unchanged since: one line for the operator, no request for it."""
+        f = self.stuck.held(order.uuid, order.modified)
+        if f is None:
+            return False
+        self.log.error(
+            "order %s (%s of resource %s) is given up: %s failed in %d pull cycles in a row (%s); it could not be "
+            "marked erred and is not tried again until it changes in Waldur or the agent restarts",
+            order.uuid, order.type, order.resource_uuid, f.step, f.cycles, f.error,
+        )
+        return True
+
+    def _order_step_failed(self, order: Order, step: str, exc: WaldurTransientError, outcome: _Outcome) -> None:
+        """A transient failure of one order's own step: the order waits for the next cycle, unless the same
+        step has now failed with a server error ``order_max_failed_cycles`` times in a row."""
+        outcome.deferred[order.uuid] = f"Waldur: {exc}"
+        if not counts_as_stuck(exc):
+            self.log.warning("order %s: %s: %s; next cycle", order.uuid, step, exc)
+            return
+        f = self.stuck.record(order.uuid, order.modified, step, str(exc))
+        if not self.stuck.reached(f):
+            self.log.warning("order %s: %s failed (%s); next cycle (%d of %d before the order is given up)",
+                             order.uuid, step, exc, f.cycles, self.stuck.limit)
+            return
+        message = f"{step} failed in {f.cycles} pull cycles in a row with a server error: {exc}"
+        try:
+            marked = self.waldur.mark_order_erred(order.uuid, f"{order.type} failed: {message}")
+            why = "the order is not executing"
+        except WaldurAuthError:
+            raise
+        except WaldurError as err:
+            marked, why = False, str(err)
+        if marked:
+            # The SLURM side stays as it is: the consumer and the operator see the error in Waldur.
+            del outcome.deferred[order.uuid]
+            outcome.failed[order.uuid] = message
+            self.stuck.succeeded(order.uuid)
+            self.log.error("order %s (%s of resource %s) given up and marked erred: %s",
+                           order.uuid, order.type, order.resource_uuid, message)
+            return
+        self.stuck.hold(order.uuid)
+        self.log.error("order %s (%s of resource %s) given up: %s; not marked erred (%s)",
+                       order.uuid, order.type, order.resource_uuid, message, why)
 
     # ------------------------------------------------------------------ SLURM
     def _apply_slurm(
@@ -326,6 +381,7 @@ class PullReconciler:
             results: list[OpResult] = self.slurm.apply([p.op for p in ops])
         except SlurmError as exc:
             return [(p, exc) for p in ops]
+        self.ledger.update(r.op for r in results if r.ok)
         failures: list[tuple[PlannedOp, BaseException]] = []
         for planned, result in zip(ops, results):
             if result.ok:
@@ -339,11 +395,62 @@ class PullReconciler:
             failures.append((planned, error))
         return failures or None
 
+    # ------------------------------------------------------------------ Terminate: final usage
+    def _report_final_usage(
+        self, workers: Sequence[OrderPlan], ok: dict[str, OrderPlan], outcome: _Outcome, resources: dict[str, Resource]
+    ) -> None:
+        """Report the last usage of every account a Terminate of this cycle removed, before the order completes.
+
+        Push reports only live resources and the server refuses usage for a Terminated one, so the usage since
+        the last push (with the jobs the Terminate cancelled) is reported here, while the order still runs. It
+        runs after the SLURM batch: slurmdbd removes an account only once none of its jobs runs any more, so
+        the cancelled jobs' records are final by then; sacct keeps them after the account is gone, which also
+        lets a retry report them. One sacct for all Terminates of the cycle (the push daemon's own code).
+
+        A transient failure (sacct, Waldur 5xx) defers the order: the next cycle reports and completes it, and
+        nothing is lost. A permanent refusal marks the order erred with the reason, so the usage is never
+        dropped silently: an operator reports it (or retries the Terminate) and the resource stays visible.
+        """
+        finals: dict[str, str] = {}
+        plans: dict[str, OrderPlan] = {}
+        for p in workers:
+            order = p.order
+            if order.type != "Terminate" or order.uuid not in ok or outcome.settled(order.uuid) or not order.resource_uuid:
+                continue
+            resource = resources.get(order.resource_uuid)
+            account = p.account or (valid_account(resource.backend_id) if resource is not None else None)
+            if account:
+                finals[order.resource_uuid] = account
+                plans[order.resource_uuid] = p
+        if not finals:
+            return
+        reporter = PushReporter(self.settings, self.waldur, self.slurm, echo=self.out)
+        try:
+            results = reporter.report_final(finals)
+        except WaldurAuthError:
+            raise
+        except (SlurmError, WaldurError) as exc:
+            for p in plans.values():
+                outcome.deferred[p.order.uuid] = f"final usage not reported yet: {exc}"
+            self.log.warning("pull: final usage of %d terminated account(s) not reported (%s); next cycle", len(plans), exc)
+            return
+        for resource_uuid, error in results.items():
+            order = plans[resource_uuid].order
+            if error is None:
+                continue
+            if _transient(error):
+                outcome.deferred[order.uuid] = f"final usage not reported yet: {error}"
+                self.log.warning("order %s: final usage not reported (%s); next cycle", order.uuid, error)
+            else:
+                self._err(order, f"final usage of {finals[resource_uuid]} not reported: {error}", outcome, error)
+
     # ------------------------------------------------------------------ Waldur
     def _waldur_actions(self, p: OrderPlan, outcome: _Outcome, report: CycleReport) -> None:
         order = p.order
+        step = "Waldur actions"
         try:
             for action in p.actions:
+                step = type(action).__name__
                 if isinstance(action, SetBackendId):
                     self.waldur.set_backend_id(action.resource_uuid, action.backend_id)
                 elif isinstance(action, SetResourceLimits):
@@ -359,12 +466,12 @@ class PullReconciler:
         except WaldurAuthError:
             raise
         except WaldurTransientError as exc:
-            outcome.deferred[order.uuid] = f"Waldur: {exc}"
-            self.log.warning("order %s: %s; next cycle", order.uuid, exc)
+            self._order_step_failed(order, step, exc, outcome)
             return
         except WaldurError as exc:
             self._err(order, f"Waldur refused: {exc}", outcome, exc)
             return
+        self.stuck.succeeded(order.uuid)
         outcome.done.add(order.uuid)
         self.log.info("order %s (%s) done: account %s", order.uuid, order.type, p.account or "-")
 
@@ -411,7 +518,8 @@ class PullReconciler:
             else:
                 report.deferred += 1
                 self.log.warning("membership: team of %s not read (%s)", uuid, team)
-        plan = plan_membership(managed, state, config, teams=teams, offering_users=offering_users)
+        plan = plan_membership(managed, state, config, teams=teams, offering_users=offering_users,
+                               added_by_agent=self.ledger.accounts)
         for note in plan.notes:
             self.log.info("membership: %s", note)
         if dry_run:

@@ -20,12 +20,13 @@ accounts, limits and associations are added, and what is already right produces 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from waldur_slurm import naming
 from waldur_slurm.components import Component, parse_amount
+from waldur_slurm.values import BadValue, show
 from waldur_slurm.naming import NamingError, NamingRules
 from waldur_slurm.slurm.errors import InvalidValue
 from waldur_slurm.slurm.ops import (
@@ -258,7 +259,7 @@ def validate_limits(raw: object, components: Mapping[str, Component]) -> tuple[d
     if raw is None:
         return {}, {}, []
     if not isinstance(raw, Mapping):
-        raise OrderInvalid(f"limits {raw!r} is not a mapping of component to number")
+        raise OrderInvalid(f"limits {show(raw)} is not a mapping of component to number")
     slurm: dict[str, int] = {}
     waldur: dict[str, Any] = {}
     notes: list[str] = []
@@ -268,18 +269,16 @@ def validate_limits(raw: object, components: Mapping[str, Component]) -> tuple[d
         component = components.get(key) if isinstance(key, str) else None
         if component is None:
             known = ", ".join(sorted(components)) or "none"
-            raise OrderInvalid(f"{field_name} = {value!r}: unknown component {key!r} (known: {known})")
+            raise OrderInvalid(f"{field_name} = {show(value)}: unknown component {show(key)} (known: {known})")
         if value is None:
             notes.append(f"{field_name} is null: treated as not given")
             continue
-        number = parse_amount(value)
-        if number is None or not number.is_finite():
-            raise OrderInvalid(f"{field_name} = {value!r} is not a finite number")
-        if number < 0:
-            raise OrderInvalid(f"{field_name} = {value!r} is negative")
-        minutes = component.to_slurm(number)
+        try:
+            minutes = component.to_slurm(value, field_name)
+        except BadValue as exc:
+            raise OrderInvalid(str(exc)) from None
         if minutes >= MAX_TRES_MINUTES:
-            raise OrderInvalid(f"{field_name} = {value!r} is too large ({minutes} TRES-minutes)")
+            raise OrderInvalid(f"{field_name} = {show(value)} is too large ({minutes} TRES-minutes)")
         if component.accounting_type != "limit":
             notes.append(f"{field_name} ignored: {key} is a usage component, its limit comes from the components file")
             continue
@@ -320,8 +319,37 @@ def offering_users_by_user(offering_users: Iterable[OfferingUser]) -> dict[str, 
     return {ou.user_uuid: ou for ou in offering_users if ou.user_uuid}
 
 
+# Words sacctmgr reads as part of a command wherever they appear (``add user where account=x`` does not add
+# a user named "where"), so such a user name can never be given to it safely.
+SACCTMGR_KEYWORDS = frozenset({
+    "where", "set", "name", "names", "user", "users", "account", "accounts", "cluster", "clusters", "format",
+    "withassoc", "withdeleted", "withcoord", "withsubaccounts", "tree", "parent", "partition", "qos", "wckey",
+    "wckeys", "defaultaccount", "adminlevel", "defaultwckey", "coordinator", "coordinators", "association",
+    "associations", "assoc", "tres", "event", "events", "problem", "problems", "transaction", "transactions",
+    "runawayjobs", "stats", "configuration", "federation", "reservation", "resource", "archive", "dump",
+    "load", "list", "show", "add", "create", "modify", "update", "delete", "remove", "exit", "quit", "help",
+    "oneliner", "quiet", "verbose", "readonly", "immediate", "parsable", "parsable2", "noheader", "version",
+})
+
+
+def ambiguous_usernames(offering_users: Iterable[OfferingUser]) -> set[str]:
+    """SLURM user names that several offering usernames map to (``Bob`` and ``bob``: SLURM lower-cases both).
+
+    Such a name belongs to nobody: adding it would let two people share one login's associations.
+    """
+    spellings: dict[str, set[str]] = {}
+    for ou in offering_users:
+        if ou.username:
+            name = _norm_user(ou.username)
+            if name is not None:
+                spellings.setdefault(name, set()).add(ou.username.strip())
+    return {name for name, seen in spellings.items() if len(seen) > 1}
+
+
 def resource_users(
-    team: Iterable[TeamMember] | None, offering_users: Iterable[OfferingUser] | Mapping[str, OfferingUser]
+    team: Iterable[TeamMember] | None,
+    offering_users: Iterable[OfferingUser] | Mapping[str, OfferingUser],
+    ambiguous: Collection[str] = (),
 ) -> tuple[set[str], list[str]]:
     """SLURM users of a resource: its team members that have an offering user with a username.
 
@@ -339,6 +367,12 @@ def resource_users(
         name = _norm_user(ou.username)
         if name is None:
             notes.append(f"offering username {ou.username!r} is not a valid SLURM user name: not added")
+        elif name in SACCTMGR_KEYWORDS:
+            notes.append(f"offering username {ou.username!r} is a sacctmgr keyword: sacctmgr would read it as "
+                         "part of the command, not as a user name; not added")
+        elif name in ambiguous:
+            notes.append(f"offering username {ou.username!r}: another offering user's name differs only in case "
+                         f"and SLURM would make both {name!r}: not added (rename one of them in Waldur)")
         elif name not in IGNORED_USERS:
             users.add(name)
     return users, notes
@@ -766,7 +800,8 @@ def _follow_moved_project(work: _Work, account: str, resource: Resource) -> tupl
 
 
 def _plan_create(plan: OrderPlan, work: _Work, resource: Resource | None,
-                 team: Sequence[TeamMember] | None, offering_users: Mapping[str, OfferingUser]) -> None:
+                 team: Sequence[TeamMember] | None, offering_users: Mapping[str, OfferingUser],
+                 ambiguous: Collection[str] = ()) -> None:
     order, cfg = plan.order, work.config
     slurm_limits, waldur_limits, notes = validate_limits(order.limits, cfg.components)
     plan.notes.extend(notes)
@@ -775,7 +810,8 @@ def _plan_create(plan: OrderPlan, work: _Work, resource: Resource | None,
     project = naming.project_account(rules, order.project_uuid)
     resource_uuid = naming.normalise_uuid(order.resource_uuid, "marketplace_resource_uuid")
     backend_id = resource.backend_id if resource is not None else ""
-    if cfg.default_account not in work.accounts:
+    # The dump leaves `root` out (it always exists), and `root` is a valid default account.
+    if cfg.default_account != "root" and cfg.default_account not in work.accounts:
         raise AgentMisconfigured(f"SLURM_DEFAULT_ACCOUNT {cfg.default_account!r} does not exist in SLURM")
 
     account, problem = _own_account(work, resource_uuid, backend_id)
@@ -807,7 +843,7 @@ def _plan_create(plan: OrderPlan, work: _Work, resource: Resource | None,
             work.limit(account, diff, owner)
     plan.account = account
 
-    users, user_notes = resource_users(team, offering_users)
+    users, user_notes = resource_users(team, offering_users, ambiguous)
     plan.notes.extend(user_notes)
     present = work.users_of(account)
     for user in sorted(users - present):
@@ -863,6 +899,14 @@ def _plan_update(plan: OrderPlan, work: _Work, resource: Resource | None) -> Non
         work.limit(account, diff, order.uuid)
     if backend_id.lower() != account:
         plan.actions.append(SetBackendId(resource_uuid, account))
+    stale = sorted(set(resource.limits) - set(order.limits)) if resource is not None and order.limits else []
+    if stale:
+        # The server completes an Update by formatting the resource's current limits with the offering's
+        # limit-type components; a key outside them (an older agent wrote usage-type ones) makes it fail with
+        # 500 on every try. The order's limits are what the resource holds after completion anyway.
+        plan.notes.append(f"resource limits hold {', '.join(map(str, stale))}, which the order does not: "
+                          "replaced by the order's limits before completion")
+        plan.actions.append(SetResourceLimits(resource_uuid, dict(order.limits)))
     plan.actions.append(CompleteOrder(order))
 
 
@@ -936,6 +980,7 @@ def plan_orders(
     teams = teams or {}
     approved = set(approved)
     by_user = offering_users_by_user(offering_users)
+    ambiguous = ambiguous_usernames(offering_users)
     work = _Work(state, config)
     plan = PullPlan()
     for res in resources.values():
@@ -977,12 +1022,12 @@ def plan_orders(
         work.begin()
         try:
             if order.type == CREATE:
-                _plan_create(op_plan, work, resource, teams.get(order.resource_uuid), by_user)
+                _plan_create(op_plan, work, resource, teams.get(order.resource_uuid), by_user, ambiguous)
             elif order.type == UPDATE:
                 _plan_update(op_plan, work, resource)
             else:
                 _plan_terminate(op_plan, work, resource)
-        except (OrderInvalid, AgentMisconfigured, NamingError, InvalidValue) as exc:
+        except (OrderInvalid, AgentMisconfigured, NamingError, InvalidValue, BadValue) as exc:
             work.rollback()
             op_plan.approve = False
             op_plan.actions.clear()
@@ -1035,16 +1080,20 @@ def plan_membership(
     *,
     teams: Mapping[str, Sequence[TeamMember]],
     offering_users: Sequence[OfferingUser],
+    added_by_agent: Mapping[str, Collection[str]] | None = None,
 ) -> MembershipPlan:
     """Make each OK resource's associations match its team (offering users with a username).
 
-    Adds missing associations; removes only associations of users the offering knows (never an
-    admin's manual association); repairs default accounts that point at root or nowhere; moves the
+    Adds missing associations; removes only associations of users the offering knows, or that the agent
+    added itself (``added_by_agent``, account -> users: a login whose offering user was renamed), never an
+    admin's manual association; repairs default accounts that point at root or nowhere; moves the
     project account of a project that changed customer under the new customer's account.
     """
     work = _Work(state, config)
     plan = MembershipPlan()
-    known = offering_usernames(offering_users)
+    # an ambiguous name is neither added nor removed: whose association it is cannot be told
+    ambiguous = ambiguous_usernames(offering_users)
+    known = offering_usernames(offering_users) - ambiguous
     by_user = offering_users_by_user(offering_users)
     for resource in sorted(resources, key=lambda r: r.uuid):
         if resource.uuid not in teams:
@@ -1061,11 +1110,12 @@ def plan_membership(
             plan.notes.append(f"resource {resource.uuid}: {followed[0]}")
             if followed[1]:
                 plan.moved.append(resource.uuid)
-        desired, notes = resource_users(teams[resource.uuid], by_user)
+        desired, notes = resource_users(teams[resource.uuid], by_user, ambiguous)
         plan.notes.extend(f"resource {resource.uuid}: {n}" for n in notes)
         current = work.users_of(account)
         to_add = sorted(desired - current)
-        to_remove = sorted((current & known) - desired)
+        ours = known | set((added_by_agent or {}).get(account, ()))
+        to_remove = sorted((current & ours) - desired)
         for user in to_add:
             work.join(user, account, resource.uuid)
         for user in sorted(desired & current):

@@ -8,7 +8,9 @@ A cycle reads, plans (pure), then applies:
    has an order in progress) by the time the list is read.
 2. **Read Waldur**: the offering (components), every resource with a backend_id in OK, Updating,
    Terminating or Erred (all pages), and, offering-wide for the billing month, the component usages and
-   per-user usages Waldur holds (2024: also the associations). Requests grow with N/page_size, not N.
+   per-user usages Waldur holds. Requests grow with N/page_size, not N. 2024: also the associations of the
+   resources' allocations, exactly (one request when the server's whole list fits one page, else one per
+   allocation: the server's list is unscoped and pages unstably, see ``list_offering_associations``).
 3. **ONE ``sacct``** for every account of those resources over the billing window (plus one for the
    previous month during the first days of a month): at most 3 SLURM processes per cycle, whatever N.
 4. **Plan** (``plan_push``, pure): per resource, the usage totals and per-user usages that grew, the limits
@@ -50,13 +52,15 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from waldur_slurm.concurrency import run_bounded
+from waldur_slurm.concurrency import LatencyGovernor, run_bounded
 from waldur_slurm.cycle import CycleReport
 from waldur_slurm.slurm.errors import SlurmError
 from waldur_slurm.slurm.ops import ACCOUNT_RE, MAX_NAME_LEN
 from waldur_slurm.usage import (
     Aggregate,
     BillingWindow,
+    ResourceUsage,
+    as_decimal,
     aggregate,
     billing_window,
     diff_associations,
@@ -66,15 +70,15 @@ from waldur_slurm.usage import (
     previous_window,
     to_waldur_usage,
 )
+from waldur_slurm.values import BadValue
 from waldur_slurm.waldur.errors import WaldurAuthError, WaldurError, WaldurTransientError
-from waldur_slurm.waldur.models import uuid_from_url
 
 if TYPE_CHECKING:
     from waldur_slurm.components import Component
     from waldur_slurm.config import Settings
     from waldur_slurm.slurm.client import SlurmClient, SlurmState
     from waldur_slurm.waldur.client import WaldurClient
-    from waldur_slurm.waldur.models import ComponentUsage, Offering, Resource, UserUsage
+    from waldur_slurm.waldur.models import ComponentUsage, Offering, Order, Resource, UserUsage
 
 log = logging.getLogger("waldur_slurm.push")
 
@@ -108,28 +112,69 @@ class Held:
     totals: dict[str, dict[str, Decimal]] = field(default_factory=dict)  # resource -> type -> amount
     usage_uuids: dict[str, dict[str, str]] = field(default_factory=dict)  # resource -> type -> uuid
     users: dict[str, dict[str, dict[str, Decimal]]] = field(default_factory=dict)  # resource -> type -> user -> amount
+    # The month's usage already billed in plan periods that ended (a plan switch): the current period's record
+    # gets only the rest, or the month would be billed twice (the server keeps one record per plan period).
+    earlier: dict[str, dict[str, list[object]]] = field(default_factory=dict)  # resource -> type -> amounts
+    earlier_users: dict[str, dict[str, dict[str, list[object]]]] = field(default_factory=dict)
 
     def record_count(self) -> int:
         """ComponentUsage records of the month (what an offering-wide list of them returns)."""
         return sum(len(types) for types in self.usage_uuids.values())
 
     @classmethod
-    def from_lists(cls, usages: Iterable[ComponentUsage], user_usages: Iterable[UserUsage]) -> Held:
+    def from_lists(
+        cls, usages: Iterable[ComponentUsage], user_usages: Iterable[UserUsage], earlier_records: Collection[str] = ()
+    ) -> Held:
+        """``earlier_records``: uuids of ComponentUsages that belong to plan periods which have ended."""
         held = cls()
         by_uuid: dict[str, tuple[str, str]] = {}
+        old: set[str] = set()
         for cu in usages:
             if not cu.resource_uuid:
                 continue
-            held.totals.setdefault(cu.resource_uuid, {})[cu.type] = cu.usage
-            held.usage_uuids.setdefault(cu.resource_uuid, {})[cu.type] = cu.uuid
+            if cu.uuid in earlier_records:
+                held.earlier.setdefault(cu.resource_uuid, {}).setdefault(cu.type, []).append(cu.usage)
+                old.add(cu.uuid)
+            else:
+                held.totals.setdefault(cu.resource_uuid, {})[cu.type] = cu.usage
+                held.usage_uuids.setdefault(cu.resource_uuid, {})[cu.type] = cu.uuid
             by_uuid[cu.uuid] = (cu.resource_uuid, cu.type)
         for uu in user_usages:
             key = by_uuid.get(uu.component_usage_uuid or "")
             resource, ctype = key if key else (uu.resource_uuid, uu.component_type)
             if not resource or not ctype or not uu.username:
                 continue
+            if uu.component_usage_uuid in old:
+                held.earlier_users.setdefault(resource, {}).setdefault(ctype, {}).setdefault(uu.username, []).append(uu.usage)
+                continue
             held.users.setdefault(resource, {}).setdefault(ctype, {})[uu.username] = uu.usage
         return held
+
+    def current_period_share(self, resource: str, usage: ResourceUsage) -> tuple[ResourceUsage, list[str]]:
+        """The month-to-date ``usage`` less what earlier plan periods of the month already hold (never below
+        zero: a lower value is an anomaly, reported and not written). Raises BadValue for a held amount that
+        is not a number."""
+        if resource not in self.earlier and resource not in self.earlier_users:
+            return usage, []
+        earlier = {k: sum((as_decimal(v) for v in vs), Decimal(0)) for k, vs in self.earlier.get(resource, {}).items()}
+        earlier_users = {
+            k: {u: sum((as_decimal(v) for v in vs), Decimal(0)) for u, vs in users.items()}
+            for k, users in self.earlier_users.get(resource, {}).items()
+        }
+        anomalies: list[str] = []
+
+        def rest(value: Decimal, billed: Decimal, what: str) -> Decimal:
+            if value < billed:
+                anomalies.append(f"{what}: month-to-date {value} is lower than {billed} billed in earlier plan periods")
+                return Decimal("0.00")
+            return value - billed
+
+        totals = {k: rest(v, earlier.get(k, Decimal(0)), f"component {k}") for k, v in usage.totals.items()}
+        per_user = {
+            k: {u: rest(v, earlier_users.get(k, {}).get(u, Decimal(0)), f"component {k} user {u}") for u, v in users.items()}
+            for k, users in usage.per_user.items()
+        }
+        return ResourceUsage(totals=totals, per_user=per_user), anomalies
 
 
 @dataclass(frozen=True)
@@ -210,6 +255,7 @@ class PushPlan:
     skipped: list[str] = field(default_factory=list)
     anomalies: list[str] = field(default_factory=list)
     missing: set[str] = field(default_factory=set)  # accounts of markable resources absent from this dump
+    failed: list[str] = field(default_factory=list)  # resources with a value that cannot be used (BadValue)
 
     def describe(self) -> list[str]:
         return [line for rp in self.resources for line in rp.describe()]
@@ -223,6 +269,29 @@ def valid_account(backend_id: str) -> str | None:
     return name
 
 
+def limits_to_report(
+    slurm_limits: Mapping[str, int],
+    held_limits: Mapping[str, object],
+    components: Mapping[str, Component],
+    limit_keys: Collection[str] | None,
+) -> dict[str, object] | None:
+    """The resource limits to write to Waldur, or None when Waldur already reflects SLURM.
+
+    Only the offering's limit-type components may appear in a resource's limits: the 2024 server completes
+    an Update by looking every key of the old limits up among them, and a usage-type key there (``cpu``)
+    makes that callback fail with 500 for good, so the order can never complete. Keys outside
+    ``limit_keys`` are therefore never written, and a resource that already holds one is rewritten
+    without it.
+    """
+    if limit_keys is None:
+        return diff_limits(slurm_limits, held_limits, components)
+    allowed = {key: value for key, value in held_limits.items() if key in limit_keys}
+    changed = diff_limits(slurm_limits, allowed, {k: c for k, c in components.items() if k in limit_keys})
+    if changed is None and len(allowed) != len(held_limits):
+        return {key: value for key, value in allowed.items() if value is not None}
+    return changed
+
+
 def order_in_progress(resource: Resource) -> bool:
     return bool(resource.raw.get("order_in_progress")) or resource.state in ("Creating", "Updating", "Terminating")
 
@@ -234,17 +303,22 @@ def plan_push(
     limit_components: Mapping[str, Component],
     associations: Mapping[str, frozenset[str]] | None = None,
     missing_before: Collection[str] | None = None,
+    limit_keys: Collection[str] | None = None,
 ) -> PushPlan:
     """Decide every write of the cycle from what was read (pure).
 
     ``state`` must come from a SUCCESSFUL dump. ``associations`` (allocation uuid -> usernames held by
-    Waldur) is given only for the 2024 flavour, which keeps them.
+    Waldur) is given only for the 2024 flavour, which keeps them; an allocation missing from it was not read,
+    and its associations are left alone.
 
     ``missing_before``: accounts that were already absent from the previous successful dump. When given,
     a resource is marked erred only if its account is absent from two dumps in a row: a dump can succeed
     and still miss accounts while slurmdbd repairs its association tree under concurrent writes (seen on
     the test cluster: "Can't find parent id ..."), and one bad read must not err a healthy resource.
     ``None`` marks at the first absence.
+
+    ``limit_keys``: the offering's limit-type component types, the only keys the server can take in a
+    resource's limits (see ``limits_to_report``); ``None`` keeps every key Waldur holds.
     """
     plan = PushPlan()
     accounts_of: dict[str, list[str]] = {}
@@ -281,23 +355,41 @@ def plan_push(
             plan.skipped.append(f"resource {res.uuid}: erred with an order in progress; left to the pull daemon")
             continue
         rp = ResourcePlan(res.uuid, res.name, account, recover=res.state == "Erred")
-        for month in months:
-            converted = to_waldur_usage(month.usage.accounts.get(account), month.components)
-            diff = diff_usage(converted, month.held.totals.get(res.uuid, {}), month.held.users.get(res.uuid, {}))
-            rp.anomalies.extend(f"{month.window.period:%Y-%m} {a}" for a in diff.anomalies)
-            if not diff.empty:
-                rp.months.append(MonthWrites(month.window, diff.totals, diff.per_user, dict(month.held.usage_uuids.get(res.uuid, {}))))
+        try:
+            for month in months:
+                converted, switched = month.held.current_period_share(
+                    res.uuid, to_waldur_usage(month.usage.accounts.get(account), month.components)
+                )
+                rp.anomalies.extend(f"{month.window.period:%Y-%m} {a}" for a in switched)
+                diff = diff_usage(converted, month.held.totals.get(res.uuid, {}), month.held.users.get(res.uuid, {}))
+                rp.anomalies.extend(f"{month.window.period:%Y-%m} {a}" for a in diff.anomalies)
+                if not diff.empty:
+                    rp.months.append(MonthWrites(month.window, diff.totals, diff.per_user, dict(month.held.usage_uuids.get(res.uuid, {}))))
+        except BadValue as exc:
+            # Without a usable value held by Waldur, "never lower" cannot be checked: this resource's usage
+            # waits until the value is fixed; every other resource is reported.
+            plan.failed.append(f"resource {res.uuid} ({account}): usage not reported: {exc}")
+            continue
         if not busy:
             # While an order runs, the pull daemon is changing limits and users: reporting SLURM's
             # half-applied state back could overwrite the order's values.
-            rp.limits = diff_limits(slurm_account.limits, res.limits, limit_components)
+            try:
+                if slurm_account.limits_problem:
+                    plan.failed.append(f"resource {res.uuid} ({account}): limits not reported: {slurm_account.limits_problem}")
+                else:
+                    rp.limits = limits_to_report(slurm_account.limits, res.limits, limit_components, limit_keys)
+            except BadValue as exc:
+                # the usage above is still reported: a bad limit in Waldur must not cost a bill
+                plan.failed.append(f"resource {res.uuid} ({account}): limits not reported: {exc}")
             if associations is not None:
+                held_users = associations.get(res.allocation_uuid) if res.allocation_uuid else None
                 if res.allocation_uuid is None:
                     plan.skipped.append(f"resource {res.uuid}: no SLURM allocation in Waldur yet; associations not synced")
+                elif held_users is None:
+                    # Not read (the read failed): "none held" would re-create every association.
+                    plan.skipped.append(f"resource {res.uuid}: associations of its allocation not read; not synced")
                 else:
-                    rp.assoc_create, rp.assoc_delete = diff_associations(
-                        slurm_account.users, associations.get(res.allocation_uuid, frozenset())
-                    )
+                    rp.assoc_create, rp.assoc_delete = diff_associations(slurm_account.users, held_users)
         plan.anomalies.extend(f"resource {res.uuid} ({account}): {a}" for a in rp.anomalies)
         if rp.has_writes:
             plan.resources.append(rp)
@@ -327,6 +419,11 @@ def backfill_types(offering: Offering, components: Mapping[str, Component], *, s
 
 # --------------------------------------------------------------------------------------------------
 # The reporter
+
+
+def slow_write_seconds(http_timeout: float) -> float:
+    """A write slower than this makes the push use fewer concurrent writes (see ``LatencyGovernor``)."""
+    return max(0.5, http_timeout / 4)
 
 
 def offering_wide_lookup(waiting: int, records: int, page_size: int) -> bool:
@@ -421,7 +518,8 @@ class PushReporter:
                 report.notes.append(note)
                 log.warning(note)
                 continue
-            limits[key] = component
+            if oc.billing_type == "limit":
+                limits[key] = component
             if oc.billing_type in USAGE_BILLING_TYPES:
                 usage[key] = component
             else:
@@ -430,31 +528,53 @@ class PushReporter:
                 log.warning(note)
         return usage, limits
 
-    def _held(self, window: BillingWindow) -> Held:
+    def _held(self, window: BillingWindow, *, current: bool = True) -> Held:
+        earlier = self._earlier_period_records(window) if current else set()
         return Held.from_lists(
-            self.waldur.list_component_usages(window.period), self.waldur.list_user_usages(window.period)
+            self.waldur.list_component_usages(window.period), self.waldur.list_user_usages(window.period), earlier
         )
 
-    def _associations(self) -> dict[str, frozenset[str]]:
-        """2024: every association of the offering, by allocation uuid, in one paged list."""
-        lister = getattr(self.waldur, "list_offering_associations", None)
-        if lister is not None:
-            return {k: frozenset(v) for k, v in lister().items()}
-        # The facade lists associations per resource only; one offering-wide paged list keeps the request
-        # count at N/page_size. It goes through the facade's transport (counted, retried, typed errors).
-        from waldur_slurm.waldur.client import _next_page
+    def _earlier_period_records(self, window: BillingWindow) -> set[str]:
+        """ComponentUsage uuids of plan periods that ended this month.
 
-        out: dict[str, set[str]] = {}
-        page: int | None = 1
-        while page is not None:
-            resp = self.waldur._raw("GET", "/api/slurm-associations/", params={"page": page, "page_size": self.waldur.page_size})
-            for item in self.waldur._items(resp):
-                alloc = uuid_from_url(item.get("allocation")) or item.get("allocation_uuid")
-                username = item.get("username")
-                if isinstance(alloc, str) and isinstance(username, str) and username:
-                    out.setdefault(alloc, set()).add(username)
-            page = _next_page(resp.headers.get("Link"))
-        return {k: frozenset(v) for k, v in out.items()}
+        The server keeps one usage record per (resource, component, plan period, month) and ``set_usage``
+        writes into the current period. After a plan switch in the middle of a month, the month-to-date total
+        written there would bill the part before the switch twice. One list of the month's done plan-switch
+        orders (an Update whose ``old_plan_uuid`` differs from its plan) finds the resources; only those have
+        their plan periods read.
+        """
+        orders = self.waldur.list_orders(states=("done",), types=("Update",), modified_since=window.start)
+        switched = sorted({o.resource_uuid for o in orders if o.resource_uuid and _switches_plan(o)})
+        records: set[str] = set()
+        for uuid in switched:
+            for period in self.waldur.plan_periods(uuid):
+                if period.end is not None and period.end >= window.start:
+                    for component in period.raw.get("components") or []:
+                        if isinstance(component, Mapping) and isinstance(component.get("uuid"), str):
+                            records.add(component["uuid"].replace("-", "").lower())
+        return records
+
+    def _associations(
+        self, resources: Sequence[Resource], state: SlurmState, report: CycleReport
+    ) -> dict[str, frozenset[str]]:
+        """2024: Waldur's associations of the allocations whose associations this cycle may sync (see
+        ``WaldurClient.list_offering_associations``). An allocation whose read failed is left out, so the
+        planner leaves its associations alone instead of taking the failure for "none"."""
+        wanted = [
+            r.allocation_uuid
+            for r in resources
+            if r.allocation_uuid and not order_in_progress(r) and (a := valid_account(r.backend_id)) and a in state.accounts
+        ]
+        read = self.waldur.list_offering_associations(wanted, workers=self.settings.push_concurrency)
+        out: dict[str, frozenset[str]] = {}
+        for alloc, users in read.items():
+            if isinstance(users, WaldurError):
+                note = f"associations of allocation {alloc} not read ({users}); not synced this cycle"
+                report.notes.append(note)
+                log.warning(note)
+                continue
+            out[alloc] = users
+        return out
 
     def _is_staff(self) -> bool:
         if self._staff is None:
@@ -523,7 +643,7 @@ class PushReporter:
             allowed = backfill_types(offering, usage_components, staff=self._is_staff())
             if allowed:
                 try:
-                    months.append(MonthInput(previous, self._read_usage(accounts, previous), self._held(previous), allowed))
+                    months.append(MonthInput(previous, self._read_usage(accounts, previous), self._held(previous, current=False), allowed))
                 except SlurmError as e:
                     note = f"previous month {previous.period:%Y-%m} not re-reported: SLURM read failed: {e}"
                     report.notes.append(note)
@@ -535,9 +655,10 @@ class PushReporter:
                     f"{previous.period:%Y-%m}",
                 )
 
-        associations = self._associations() if self.waldur.flavour == FLAVOUR_2024 else None
+        associations = self._associations(resources, state, report) if self.waldur.flavour == FLAVOUR_2024 else None
         plan = plan_push(
-            resources, state, months, limit_components, associations, self._missing if self.confirm_missing else None
+            resources, state, months, limit_components, associations, self._missing if self.confirm_missing else None,
+            limit_keys={c.type for c in offering.components if c.billing_type == "limit"},
         )
         if not dry_run:
             self._missing = set(plan.missing)
@@ -545,6 +666,10 @@ class PushReporter:
         report.skipped += len(plan.skipped)
         for line in plan.skipped:
             log.info(line)
+        report.failed += len(plan.failed)
+        report.notes.extend(plan.failed)
+        for line in plan.failed:
+            log.warning(line)
         if plan.missing:
             sample = ", ".join(sorted(plan.missing)[:10])
             log.warning("%d account(s) of resources absent from the SLURM dump: %s", len(plan.missing), sample)
@@ -581,12 +706,22 @@ class PushReporter:
                 per_user.extend(later)
 
         workers = self.settings.push_concurrency
-        run_bounded(first_pass, plan.resources, workers, name="push")
+        # Writes back off when the server slows down: a write slower than a quarter of REQUESTS_TIMEOUT halves
+        # how many run at once, well before the queue on the server pushes calls past the timeout.
+        governor = LatencyGovernor(workers, slow_write_seconds(self.settings.http_timeout))
+        run_bounded(first_pass, plan.resources, workers, name="push", governor=governor)
         by_resource: dict[int, list[_UserUsageWrites]] = {}
         for item in self._find_usage_uuids(per_user, outcomes, held_records):
             by_resource.setdefault(id(item.rp), []).append(item)
         run_bounded(lambda items: self._write_user_usages(items, outcomes[id(items[0].rp)]), list(by_resource.values()),
-                    workers, name="push")
+                    workers, name="push", governor=governor)
+        if governor.backoffs:
+            note = (
+                f"Waldur slowed down (a write took over {governor.slow:.1f}s): concurrent writes cut "
+                f"{governor.backoffs} time(s), ending at {governor.limit} of {workers}"
+            )
+            report.notes.append(note)
+            log.warning(note)
 
         failed = deferred = 0
         for outcome in outcomes.values():
@@ -689,6 +824,52 @@ class PushReporter:
             self.waldur.set_user_usages(usage_uuid, users)
             out.writes += 1
 
+    # ------------------------------------------------------------------ final usage (Terminate)
+    def report_final(self, accounts: Mapping[str, str]) -> dict[str, BaseException | None]:
+        """Report the month-to-date usage of resources whose Terminate is in progress, while Waldur still
+        accepts usage for them (resource uuid -> SLURM account; the account may already be removed: sacct
+        keeps its job records).
+
+        The push cycle's own steps: ONE sacct for all the accounts, the same aggregation and conversion,
+        and per resource what Waldur holds for the month (two lists), writing only increases. Returns each
+        resource's error (None when reported or nothing was new). A failed sacct or offering read raises
+        (SlurmError, WaldurError): then nothing was reported.
+        """
+        if not accounts:
+            return {}
+        window = billing_window(self.now(), self.settings.billing_timezone)
+        usage_components, _ = self._components(self.waldur.get_offering(), CycleReport(kind="final usage"))
+        agg = self._read_usage(sorted(set(accounts.values())), window)
+        results: dict[str, BaseException | None] = {}
+        for uuid, account in sorted(accounts.items()):
+            try:
+                held = Held.from_lists(self.waldur.list_component_usages(window.period, resource_uuid=uuid),
+                                       self.waldur.list_user_usages(window.period, resource_uuid=uuid))
+                converted = to_waldur_usage(agg.accounts.get(account), usage_components)
+                diff = diff_usage(converted, held.totals.get(uuid, {}), held.users.get(uuid, {}))
+            except WaldurAuthError:
+                raise
+            except (WaldurError, BadValue) as exc:
+                results[uuid] = exc
+                continue
+            for anomaly in diff.anomalies:
+                log.warning("usage anomaly: resource %s (%s): %s", uuid, account, anomaly)
+            rp = ResourcePlan(uuid, "", account)
+            if not diff.empty:
+                rp.months.append(MonthWrites(window, diff.totals, diff.per_user, dict(held.usage_uuids.get(uuid, {}))))
+            out = _Outcome()
+            later = self._apply_one(rp, out)
+            if later and out.error is None:
+                self._write_user_usages(later, out)
+            if out.auth_error is not None:
+                raise out.auth_error
+            results[uuid] = out.error
+            if out.error is None and not diff.empty:
+                values = ", ".join(f"{k}={v}" for k, v in sorted(diff.totals.items()))
+                log.info("resource %s (%s): final usage %s reported: %s", uuid, account, f"{window.period:%Y-%m}",
+                         values or "per-user usage only")
+        return results
+
     def _mark_erred(self, rp: ResourcePlan, out: _Outcome) -> None:
         # Re-read just before the only destructive write of the cycle: the pull daemon may have started an
         # order for this resource since the list was read (B15).
@@ -699,6 +880,11 @@ class PushReporter:
         self.waldur.mark_resource_erred(rp.uuid, rp.erred_message or missing_account_message(rp.account))
         out.writes += 1
         log.warning("resource %s marked erred: %s", rp.uuid, rp.erred_message)
+
+def _switches_plan(order: Order) -> bool:
+    old = order.raw.get("old_plan_uuid")
+    return isinstance(old, str) and bool(old) and old.replace("-", "").lower() != (order.plan_uuid or "")
+
 
 def _skip_empty(report: CycleReport, resource: Resource) -> bool:
     """A resource with an empty backend_id never reaches SLURM (B14); Waldur lists them when it ignores filters."""

@@ -25,6 +25,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from waldur_slurm.components import Component
+from waldur_slurm.values import to_decimal
 
 CENT = Decimal("0.01")
 SECONDS_PER_MINUTE = 60
@@ -219,11 +220,15 @@ def aggregate(
         account = record.account.lower()
         if wanted is not None and account not in wanted:
             continue
+        job_id = getattr(record, "job_id", "?")
+        problem = getattr(record, "problem", None)
+        if problem:  # a row SLURM printed unreadably: its time is unknown too, so it is reported, never guessed
+            result.unusable.append(f"job {job_id} (account {account}): {problem}")
+            continue
         elapsed = int(record.elapsed_seconds) if window is None else elapsed_in_window(record, window)
         if elapsed <= 0:
             continue
         tres, fell_back = _tres_of(record, source)
-        job_id = getattr(record, "job_id", "?")
         if not tres:
             result.unusable.append(f"job {job_id} (account {account}): no AllocTRES and no ReqTRES")
             continue
@@ -278,31 +283,53 @@ def to_waldur_usage(usage: AccountUsage | None, components: Mapping[str, Compone
     for key, component in components.items():
         seconds = usage.totals.get(key, Fraction(0)) if usage else Fraction(0)
         totals[key] = tres_seconds_to_waldur(seconds, component.unit_factor)
-        users: dict[str, Decimal] = {}
+        shares: dict[str, Fraction] = {}
         if usage:
-            for user, user_totals in usage.per_user.items():
-                if key in user_totals:
-                    users[user] = tres_seconds_to_waldur(user_totals[key], component.unit_factor)
-        per_user[key] = users
+            scale = SECONDS_PER_MINUTE * component.unit_factor
+            shares = {user: t[key] / scale for user, t in usage.per_user.items() if key in t}
+        per_user[key] = apportion(totals[key], shares)
     return ResourceUsage(totals=totals, per_user=per_user)
+
+
+def apportion(total: Decimal, shares: Mapping[str, Fraction]) -> dict[str, Decimal]:
+    """Per-user amounts in cents that add up to ``total`` exactly (largest-remainder rounding).
+
+    Rounding each share on its own does not add up (three users at 0.005 would show 0.01 each against a
+    total of 0.02). Each user gets the floor of their exact share in cents; the cents left to reach the
+    total go one each to the largest remainders (ties by user name, so the result is deterministic).
+    ``total`` must be the half-up rounding of the shares' sum, which leaves between 0 and len(shares)
+    cents to hand out.
+    """
+    if not shares:
+        return {}
+    floors: dict[str, int] = {}
+    remainders: dict[str, Fraction] = {}
+    for user, share in shares.items():
+        cents = share * 100
+        whole = cents.numerator // cents.denominator
+        floors[user] = whole
+        remainders[user] = cents - whole
+    left = int(total * 100) - sum(floors.values())
+    for user in sorted(remainders, key=lambda u: (-remainders[u], u))[: max(left, 0)]:
+        floors[user] += 1
+    return {user: (Decimal(cents) / 100).quantize(CENT) for user, cents in floors.items()}
 
 
 # --------------------------------------------------------------------------------------------------
 # Diffs against what Waldur holds
 
 
-def exact_decimal(value: object) -> Decimal:
-    """A Waldur number (decimal string such as "12.50", int or float) as the Decimal it prints as."""
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    return Decimal(str(value))
+def exact_decimal(value: object, field: str = "value") -> Decimal:
+    """A Waldur number (decimal string such as "12.50", int or float) as the Decimal it prints as.
+
+    Raises BadValue naming ``field`` when it is not a finite number of bounded size.
+    """
+    return to_decimal(value, field)
 
 
-def as_decimal(value: object) -> Decimal:
-    """A Waldur usage value as a 2-dp Decimal (Waldur stores usage with 2 decimal places)."""
-    return exact_decimal(value).quantize(CENT, rounding=ROUND_HALF_UP)
+def as_decimal(value: object, field: str = "usage") -> Decimal:
+    """A Waldur usage value as a 2-dp Decimal (Waldur stores usage with 2 decimal places); BadValue if unusable."""
+    return exact_decimal(value, field).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 @dataclass(frozen=True)
@@ -345,9 +372,9 @@ def diff_usage(
     per_user: dict[str, dict[str, Decimal]] = {}
     for key, amount in computed.totals.items():
         held = held_totals.get(key)
-        if _diff_value(amount, None if held is None else as_decimal(held), f"component {key}", anomalies):
+        if _diff_value(amount, None if held is None else as_decimal(held, f"usage.{key}"), f"component {key}", anomalies):
             totals[key] = amount
-        held_for_key = {u: as_decimal(v) for u, v in held_users.get(key, {}).items()}
+        held_for_key = {u: as_decimal(v, f"usage.{key}.{u}") for u, v in held_users.get(key, {}).items()}
         users = computed.per_user.get(key, {})
         changed: dict[str, Decimal] = {}
         for user in sorted(set(users) | set(held_for_key)):
@@ -381,22 +408,19 @@ def diff_limits(
         minutes = slurm_limits.get(key)
         if minutes is None or minutes < 0:
             continue
-        target = component.to_waldur(minutes)
+        target = component.to_waldur(minutes, f"GrpTRESMins.{key}")
         held = held_limits.get(key)
         if held is not None:
             # not rounded: a limit may carry more decimals than usage (8.x limit_decimal_places)
-            held_amount = exact_decimal(held)
-            try:
-                if component.to_slurm(held_amount) == minutes:
-                    continue
-            except (ValueError, ArithmeticError):  # a negative or junk value in Waldur: overwrite it
-                pass
-            if held_amount == target:
+            held_amount = exact_decimal(held, f"limits.{key}")
+            if held_amount >= 0 and component.to_slurm(held_amount) == minutes:
+                continue
+            if held_amount == target:  # a negative value in Waldur falls through: SLURM's overwrites it
                 continue
         changed[key] = target
     if not changed:
         return None
-    merged = {key: exact_decimal(value) for key, value in held_limits.items() if value is not None}
+    merged = {key: exact_decimal(value, f"limits.{key}") for key, value in held_limits.items() if value is not None}
     merged.update(changed)
     return merged
 

@@ -42,6 +42,7 @@ def test_thousand_resources(push_env: PushEnv) -> None:
     assert first.http_requests == len(log)
     routes = Counter(f"{e['method']} {e['route']}" for e in log)
     assert routes["GET /api/marketplace-provider-resources/"] == resource_pages
+    assert routes["GET /api/marketplace-orders/"] == 1  # the month's plan switches (none)
     # the month's usages offering-wide, then ONE offering-wide list for the uuids of the records that the
     # three set_usage calls created (one page, fewer requests than one list per resource)
     assert routes["GET /api/marketplace-component-usages/"] == 2, routes
@@ -65,6 +66,7 @@ def test_thousand_resources(push_env: PushEnv) -> None:
     log = env.requests_since(mark)
     assert writes(log) == []
     assert (second.writes, second.done, second.slurm_processes) == (0, N, 2)
-    # reads only: the resource pages, the offering, one usage list and one user-usage list (+ associations)
-    lists = resource_pages + 1 + 1 + 1 + (1 if env.profile == "2024" else 0)
+    # reads only: the resource pages, the offering, the month's plan-switch orders, one usage list and one
+    # user-usage list (+ associations)
+    lists = resource_pages + 1 + 1 + 1 + 1 + (1 if env.profile == "2024" else 0)
     assert len(log) == lists == second.http_requests

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -42,6 +43,22 @@ COMMAND_ENV: dict[str, str] = {
     "TERM": "dumb",
     "COLUMNS": "1000000",
 }
+
+# What a native SLURM command may inherit from the agent's environment: the search path, the user and
+# locale basics, and SLURM_CONF. Never the rest: the agent's environment holds WALDUR_API_TOKEN and
+# SENTRY_DSN, which would sit in every child's /proc/<pid>/environ (and in what that child passes on) for
+# no use. TZ, LC_ALL and SLURM_TIME_FORMAT are set by COMMAND_ENV.
+INHERITED_ENV = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TMPDIR", "SLURM_CONF"})
+INHERITED_ENV_PREFIXES = ("LC_",)
+
+
+def child_environment(parent: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a native SLURM command: the allow-listed part of ``parent``, then ``extra``."""
+    env = {k: v for k, v in parent.items() if k in INHERITED_ENV or k.startswith(INHERITED_ENV_PREFIXES)}
+    env.setdefault("PATH", os.defpath)
+    env.update(extra)
+    return env
+
 
 DOCKER_API_VERSION = "1.41"
 # Grace period `timeout -k` gives a command between TERM and KILL inside the container.
@@ -96,7 +113,7 @@ class NativeExecutor(_Counter):
         return bool(self._prefix)
 
     def run(self, argv: list[str], *, stdin: str | None = None, timeout: float) -> CommandResult:
-        env = {**os.environ, **self._extra_env}
+        env = child_environment(os.environ, self._extra_env)
         self._count()
         if self._prefix and shutil.which(argv[0], path=env.get("PATH")) is None:
             # setpriv would report this as exit code 127; say it the way an unwrapped Popen does

@@ -20,15 +20,24 @@ class SlurmParseError(SlurmError, ValueError):
 
 # ---------------------------------------------------------------------------- TRES
 _UNIT_POWER = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5}
-_TRES_VALUE = re.compile(r"^(\d+(?:\.\d+)?)([KMGTP]?)$")
+_TRES_VALUE = re.compile(r"^(\d{1,30}(?:\.\d{1,30})?)([A-Za-z?*]?)$", re.ASCII)
+# No TRES amount SLURM tracks comes near this (it stores 64-bit counts); larger text is refused unparsed.
+MAX_TRES_VALUE = Decimal(2) ** 64
+
+
+def is_size_tres(key: str) -> bool:
+    """TRES whose amounts are sizes with MB as SLURM's base unit: printed with a K/M/G/T/P suffix
+    (``mem=100M``, ``bb/cray=2G``, ``gres/gpumem=16G``), and counted in MB when bare."""
+    return key in ("mem", "vmem") or key.startswith(("bb/", "fs/")) or key.endswith("mem")
 
 
 def parse_tres(text: str) -> dict[str, Decimal]:
     """`cpu=4,mem=100M,gres/gpu=1,billing=4` -> {"cpu": 4, "mem": 100, ...}.
 
-    Memory is normalised to MB (M is SLURM's base unit for mem; a bare number is MB,
-    K/G/T/P scale by 1024). Other TRES are counts; a suffix scales them by 1024 the same
-    way. An empty string gives {}.
+    Sizes (``is_size_tres``: mem, vmem, bb/*, fs/*, gres/gpumem) are normalised to MB by their suffix
+    (a bare number is MB; K/G/T/P scale by 1024 from M). Other TRES are counts; a suffix scales them by
+    1024 per step. Any other suffix (sacctmgr prints ``?`` past P) or a value of 2^64 or more raises
+    SlurmParseError naming the TRES and the value. An empty string gives {}.
     """
     result: dict[str, Decimal] = {}
     text = text.strip()
@@ -41,17 +50,22 @@ def parse_tres(text: str) -> dict[str, Decimal]:
         key = key.strip()
         raw = raw.strip()
         if not sep or not key:
-            raise SlurmParseError(f"bad TRES item {item!r} in {text!r}")
+            raise SlurmParseError(f"bad TRES item {item[:80]!r} in {text[:200]!r}")
         m = _TRES_VALUE.match(raw)
         if not m:
-            raise SlurmParseError(f"bad TRES value {raw!r} for {key!r} in {text!r}")
+            raise SlurmParseError(f"bad TRES value {raw[:80]!r} for {key[:80]!r} in {text[:200]!r}")
+        suffix = m.group(2).upper()
+        if suffix not in _UNIT_POWER:
+            raise SlurmParseError(f"TRES {key!r} = {raw!r}: unknown unit suffix {m.group(2)!r} (expected K, M, G, T or P)")
         number = Decimal(m.group(1))
-        power = _UNIT_POWER[m.group(2)]
-        if key == "mem":
-            # base unit is M: mem=1024K -> 1 MB, mem=2G -> 2048 MB
-            value = number * (Decimal(1024) ** (power - 2)) if m.group(2) else number
+        power = _UNIT_POWER[suffix]
+        if is_size_tres(key):
+            # base unit is M: mem=1024K -> 1 MB, bb/x=2G -> 2048 MB
+            value = number * (Decimal(1024) ** (power - 2)) if suffix else number
         else:
             value = number * (Decimal(1024) ** power)
+        if value >= MAX_TRES_VALUE:
+            raise SlurmParseError(f"TRES {key!r} = {raw!r} is too large")
         result[key] = value
     return result
 
@@ -72,7 +86,7 @@ def format_limits(limits: dict[str, int | None]) -> str:
 
 
 # ------------------------------------------------------------------------- Elapsed
-_ELAPSED = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)(\.\d+)?$")
+_ELAPSED = re.compile(r"^(?:(\d{1,9})-)?(?:(\d{1,9}):)?(\d{1,9}):(\d{1,9})(\.\d{1,9})?$", re.ASCII)
 
 
 def parse_elapsed(text: str) -> Decimal:
@@ -95,8 +109,9 @@ def parse_elapsed_raw(text: str) -> int:
     text = text.strip()
     if not text:
         return 0
-    if not text.isdigit():
-        raise SlurmParseError(f"bad ElapsedRaw {text!r}")
+    # ASCII digits only ("¹".isdigit() is true), and no more than fits any real duration
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
+        raise SlurmParseError(f"bad ElapsedRaw {text[:40]!r}")
     return int(text)
 
 

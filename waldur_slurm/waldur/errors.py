@@ -44,6 +44,11 @@ class WaldurTransientError(WaldurError):
         self.maybe_applied = maybe_applied
 
 
+class WaldurAllocationPending(WaldurTransientError):
+    """2024: the server's task has not created the order's SLURM allocation yet (its task queue may be down
+    or may have lost the task)."""
+
+
 class WaldurPermanentError(WaldurError):
     """A 4xx answer: the request itself is wrong for the server's current state."""
 

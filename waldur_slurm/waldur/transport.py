@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 import httpx
 
+from waldur_slurm.urls import mask_url
+
 from .errors import (
     WaldurAuthError,
     WaldurConflict,
@@ -152,6 +154,10 @@ class Transport:
             elapsed = time.monotonic() - started
             log.debug("waldur %s %s -> %d (%.3fs)", method, path, resp.status_code, elapsed)
             status = resp.status_code
+            if 300 <= status < 400 and status not in ok_statuses:
+                # Redirects are not followed (a POST must not silently become a GET, and the token must not
+                # go to another host); a 3xx body is no answer either, so say where the server points.
+                raise redirect_error(resp, method, path)
             if status < 400 or status in ok_statuses:
                 return resp
             if status in RETRY_STATUSES and idempotent and attempt < self.max_retries:
@@ -163,6 +169,18 @@ class Transport:
                 attempt += 1
                 continue
             raise error_for(resp, method, path)
+
+
+def redirect_error(resp: httpx.Response, method: str, path: str) -> WaldurPermanentError:
+    """A 3xx answer as an error naming the Location (passwords masked), with the likely fix."""
+    location = mask_url(resp.headers.get("location", "")) or "(no Location header)"
+    return WaldurPermanentError(
+        f"Waldur {method} {path}: HTTP {resp.status_code} redirect to {location}; redirects are not followed: "
+        "set WALDUR_API_URL to the address the server redirects to (for example https:// instead of http://)",
+        status=resp.status_code,
+        method=method,
+        path=path,
+    )
 
 
 def error_for(resp: httpx.Response, method: str, path: str) -> WaldurError:
