@@ -102,6 +102,25 @@ def test_pagination(standin: StandIn, api: Api) -> None:
     assert head.status_code == 200 and head.headers["X-Result-Count"] == "25" and head.content == b""
 
 
+def test_link_urls_are_drfs(standin_any: StandIn) -> None:
+    """As measured on the real server: parameters sorted by name (values of one name in their order), the first
+    page's URL without ``page``, the previous page of page 2 likewise."""
+    w = standin_any
+    s = scenario(w)
+    w.create_resources(s["offering"], s["project"], 5)
+    api = Api(w)
+    resp = api.get("/api/marketplace-provider-resources/", state=["OK", "Erred"], page_size=2, o="-created", page=2)
+    links = {rel.strip('"'): url.strip("<>") for url, rel in (p.split("; rel=") for p in resp.headers["Link"].split(", "))}
+    base = f"{w.url}/api/marketplace-provider-resources/?o=-created"
+    assert links == {
+        "first": f"{base}&page_size=2&state=OK&state=Erred",
+        "prev": f"{base}&page_size=2&state=OK&state=Erred",
+        "next": f"{base}&page=3&page_size=2&state=OK&state=Erred",
+        "last": f"{base}&page=3&page_size=2&state=OK&state=Erred",
+    }
+    api.http.close()
+
+
 def test_page_size_is_capped_at_300(standin: StandIn, api: Api) -> None:
     s = scenario(standin)
     standin.create_resources(s["offering"], s["project"], 310)

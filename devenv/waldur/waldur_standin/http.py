@@ -160,9 +160,12 @@ def sparse(item: dict[str, Any], fields: list[str] | None) -> dict[str, Any]:
 
 
 def _page_url(request: web.Request, page: int | None) -> str:
+    """DRF's replace_query_param / remove_query_param: parameters sorted by name (the values of one name keep
+    their order), no ``page`` for the first page."""
     pairs = [(k, v) for k, v in request.query.items() if k != "page"]
     if page is not None:
         pairs.append(("page", str(page)))
+    pairs.sort(key=lambda kv: kv[0])
     url = request.url.with_query(pairs) if pairs else request.url.with_query(None)
     return str(url.with_scheme(request.scheme).with_host(request.url.host or "localhost"))
 
@@ -190,7 +193,7 @@ def paginated(request: web.Request, items: Sequence[Any], render: Callable[[Any]
     if page < 1 or page > num_pages:
         raise ApiError(404, {"detail": "Invalid page."})
     links = {
-        "first": _page_url(request, 1),
+        "first": _page_url(request, None),
         "prev": _page_url(request, page - 1 if page > 2 else None) if page > 1 else None,
         "next": _page_url(request, page + 1) if page < num_pages else None,
         "last": _page_url(request, num_pages),
