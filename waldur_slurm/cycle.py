@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 @dataclass
@@ -10,8 +10,12 @@ class CycleReport:
     """Counters of one cycle; the loop logs them as one summary line and exports them as metrics.
 
     ``failed`` counts items (orders, resources) that failed permanently this cycle; ``deferred`` counts
-    items left for a later cycle because of a transient failure. ``--once`` exits non-zero when
-    ``failed`` is non-zero.
+    items left for a later cycle because of a transient failure. ``unreachable`` names the side (SLURM or
+    Waldur) the cycle could not reach, with the reason: such a cycle did not do its work, so it is not
+    progress (health turns red, ``--once`` exits non-zero) even though nothing failed for good.
+
+    Every ``int`` field is a counter: the summary line, the JSON log fields and ``counters()`` are built
+    from the fields, so a new counter is one new field here (plus its metric, if it should have one).
     """
 
     kind: str  # "pull", "push" or "membership"
@@ -21,22 +25,23 @@ class CycleReport:
     deferred: int = 0
     skipped: int = 0
     stuck: int = 0  # orders given up after failing the same step cycle after cycle, and still held
+    writes: int = 0
     slurm_processes: int = 0
     http_requests: int = 0
-    writes: int = 0
     notes: list[str] = field(default_factory=list)
+    unreachable: list[str] = field(default_factory=list)
+
+    @property
+    def progressed(self) -> bool:
+        """True when the cycle reached Waldur and SLURM (as far as it needed them) and did its work."""
+        return not self.unreachable
+
+    def counters(self) -> dict[str, int]:
+        """The counters by name, in declaration order (for JSON logs and tests)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.type in ("int", int)}
 
     def summary(self) -> str:
-        parts = [
-            f"{self.kind} cycle:",
-            f"seen={self.seen}",
-            f"done={self.done}",
-            f"failed={self.failed}",
-            f"deferred={self.deferred}",
-            f"skipped={self.skipped}",
-            f"stuck={self.stuck}",
-            f"writes={self.writes}",
-            f"slurm_processes={self.slurm_processes}",
-            f"http_requests={self.http_requests}",
-        ]
+        parts = [f"{self.kind} cycle:"] + [f"{name}={value}" for name, value in self.counters().items()]
+        if self.unreachable:
+            parts.append("unreachable: " + "; ".join(self.unreachable) + " (work deferred to the next cycle)")
         return " ".join(parts)

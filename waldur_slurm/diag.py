@@ -324,7 +324,9 @@ def run(settings: Settings, *, waldur: Any | None = None, slurm: Any | None = No
     for check in checks:
         print(check.line(), file=out)
     print("settings (secrets masked):", file=out)
-    print(format_settings(settings.masked()), file=out)
+    # The umask is an int in Settings; 63 means nothing to an operator who wrote 0077.
+    rows = [(k, f"{settings.homedir_umask:04o}" if k == "homedir_umask" else v) for k, v in settings.masked()]
+    print(format_settings(rows), file=out)
     failed = [c for c in checks if not c.ok]
     elapsed = time.monotonic() - started
     if failed:

@@ -2,6 +2,11 @@
 
 Reads the configuration once, checks it, and hands it to the chosen job: the pull or push daemon
 (``WALDUR_SYNC_DIRECTION``), ``--diag`` or ``--load-components``.
+
+Exit codes (README, "Exit codes"): 0 success; 1 an item failed or a cycle crashed (``--once``), or a
+``--diag`` check failed; 2 configuration error (including an offering that does not exist or is not a
+SLURM offering the token's user manages); 3 Waldur refused the API token; 4 Waldur or SLURM unreachable
+(``--once``: the work was deferred).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from waldur_slurm import __version__
 from waldur_slurm.config import VARIABLES, ConfigError, Settings, load_settings, read_environment
@@ -17,6 +23,8 @@ from waldur_slurm.config import VARIABLES, ConfigError, Settings, load_settings,
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+EXIT_AUTH = 3  # the same value as loop.EXIT_AUTH (not imported: main must stay light at import time)
+EXIT_UNREACHABLE = 4
 
 log = logging.getLogger("waldur_slurm")
 
@@ -52,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --load-components: also remove offering components that are not in the TRES file",
     )
-    parser.add_argument("--once", action="store_true", help="run one cycle, then exit (non-zero if anything failed)")
+    parser.add_argument(
+        "--once", action="store_true",
+        help="run one cycle, then exit (1 if an item failed, 4 if Waldur or SLURM was unreachable)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the planned changes and change nothing")
     parser.add_argument("--env-file", metavar="PATH", help="read variables from this file instead of ./.env")
     parser.add_argument("--version", action="version", version=f"waldur-slurm-agent {__version__}")
@@ -97,39 +108,83 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_daemon(settings, once=args.once, dry_run=args.dry_run)
 
 
+def startup_checks(settings: Settings, waldur: Any, slurm: Any) -> int | None:
+    """What ``--diag`` checks that cannot fix itself, checked once at start: the exit code to stop with, or None.
+
+    A wrong offering (absent, not ours, not a SLURM offering) stops the daemon with EXIT_CONFIG: every cycle
+    would find nothing, silently, forever. An unreachable Waldur or SLURM does not: it may come back, so the
+    daemon runs degraded (red health, work deferred) and says so.
+    """
+    from waldur_slurm.clients import slurm_probe
+    from waldur_slurm.waldur.errors import WaldurAuthError, WaldurNotFound, WaldurTransientError
+
+    try:
+        offering = waldur.get_offering()
+    except WaldurNotFound:
+        log.error("WALDUR_OFFERING_UUID=%s: no such offering, or the token's user does not manage it; exiting",
+                  settings.offering_uuid)
+        return EXIT_CONFIG
+    except WaldurAuthError as exc:
+        log.error("Waldur refused the API token for offering %s (%s): fix WALDUR_API_TOKEN and restart; exiting",
+                  settings.offering_uuid, exc)
+        return EXIT_AUTH
+    except WaldurTransientError as exc:
+        log.warning("start check: Waldur unreachable (%s): the offering is not checked; running degraded until "
+                    "Waldur answers", exc)
+    else:
+        if offering.type and offering.type != "Marketplace.Slurm":
+            log.error("WALDUR_OFFERING_UUID=%s: offering %r is of type %r, not a SLURM offering (Marketplace.Slurm); "
+                      "exiting", settings.offering_uuid, offering.name, offering.type)
+            return EXIT_CONFIG
+        log.info("start check: offering %r of %s (%s)", offering.name,
+                 offering.customer_name or offering.customer_uuid or "?", offering.state or "state unknown")
+    problem = slurm_probe(slurm)
+    if problem:
+        log.warning("start check: %s; running degraded: the work waits until SLURM answers", problem)
+    else:
+        where = "this host" if settings.deployment_type == "native" else f"container {settings.container_name!r}"
+        log.info("start check: SLURM commands available on %s", where)
+    return None
+
+
 def run_daemon(settings: Settings, *, once: bool, dry_run: bool) -> int:
     """Wire the clients to the pull reconciler or the push reporter and hand them to the loop."""
-    from waldur_slurm.clients import make_slurm_client, make_waldur_client
+    from waldur_slurm.clients import make_slurm_client, make_waldur_client, slurm_probe
     from waldur_slurm.loop import PeriodicTask
     from waldur_slurm.loop import run_daemon as run_tasks
 
     waldur = make_waldur_client(settings)
     slurm = make_slurm_client(settings)
-    if settings.sync_direction == "pull":
-        from waldur_slurm.pull import PullReconciler
-
-        reconciler = PullReconciler(settings, waldur, slurm)
-        tasks = [
-            PeriodicTask("pull", settings.pull_period, lambda dry: reconciler.run_cycle(dry_run=dry)),
-            PeriodicTask("membership", settings.membership_period, lambda dry: reconciler.run_membership(dry_run=dry)),
-        ]
-    else:
-        from waldur_slurm.push import PushReporter
-
-        from datetime import datetime, timezone
-
-        from waldur_slurm.usage import seconds_until_closing_cycle
-
-        reporter = PushReporter(settings, waldur, slurm)
-        tasks = [
-            PeriodicTask(
-                "push",
-                settings.push_period,
-                lambda dry: reporter.run_cycle(dry_run=dry),
-                extra_wakeup=lambda: seconds_until_closing_cycle(datetime.now(timezone.utc), settings.billing_timezone),
-            )
-        ]
     try:
+        stop = startup_checks(settings, waldur, slurm)
+        if stop is not None:
+            return stop
+        probe = lambda: slurm_probe(slurm)  # noqa: E731
+        if settings.sync_direction == "pull":
+            from waldur_slurm.pull import PullReconciler
+
+            reconciler = PullReconciler(settings, waldur, slurm)
+            tasks = [
+                PeriodicTask("pull", settings.pull_period, lambda dry: reconciler.run_cycle(dry_run=dry), probe=probe),
+                PeriodicTask("membership", settings.membership_period,
+                             lambda dry: reconciler.run_membership(dry_run=dry), probe=probe),
+            ]
+        else:
+            from datetime import datetime, timezone
+
+            from waldur_slurm.push import PushReporter
+            from waldur_slurm.usage import seconds_until_closing_cycle
+
+            reporter = PushReporter(settings, waldur, slurm)
+            tasks = [
+                PeriodicTask(
+                    "push",
+                    settings.push_period,
+                    lambda dry: reporter.run_cycle(dry_run=dry),
+                    extra_wakeup=lambda: seconds_until_closing_cycle(datetime.now(timezone.utc), settings.billing_timezone),
+                    probe=probe,
+                )
+            ]
         return run_tasks(settings, tasks, once=once, dry_run=dry_run)
     finally:
         waldur.close()

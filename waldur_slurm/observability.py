@@ -1,11 +1,16 @@
 """Logging, Sentry, the heartbeat file and the Prometheus metrics endpoint.
 
-Health design (the issue asks to choose one): a **heartbeat file** touched after every successful cycle
-(``WALDUR_HEARTBEAT_FILE``) plus an optional **HTTP endpoint** (``WALDUR_METRICS_PORT``) serving
-``/metrics`` in the Prometheus text format and ``/healthz``. There is no sd_notify watchdog: the heartbeat
-file works the same under systemd, docker healthchecks and external monitoring, and needs no extra
-dependency. ``python -m waldur_slurm.observability check-heartbeat PATH --max-age S`` is the health
-probe used by the docker-compose example.
+Health means progress, per task (pull, membership, push): a cycle counts as a success only when it reached
+Waldur and SLURM and did its work (``CycleReport.progressed``). A task is unhealthy when its last cycle did
+not progress (the reason is kept: "SLURM unreachable: ...") or when it has not succeeded for three periods
+(+1 min). The same rule feeds every signal:
+
+- ``/healthz`` and ``/metrics`` (``WALDUR_METRICS_PORT``), from ``Metrics``;
+- the **heartbeat file** (``WALDUR_HEARTBEAT_FILE``): JSON with each task's period, last success and last
+  error, rewritten after every cycle; ``python -m waldur_slurm.observability check-heartbeat PATH`` applies the
+  rule to it and names the stale task (the docker-compose healthcheck);
+- **sd_notify** (``SystemdNotifier``): READY once the start checks ran, WATCHDOG only while every task is
+  healthy, so systemd's ``WatchdogSec=`` restarts a daemon that stopped making progress.
 
 Logs go to stderr (journald and ``docker logs`` collect it); stdout is left to the output of one-shot
 commands (``--diag`` checklist, ``--load-components`` table). Nothing here runs at import time.
@@ -99,7 +104,11 @@ class Redactor:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, message (+ exc_info)."""
+    """One JSON object per line: ts, level, logger, message (+ exc_info).
+
+    A record logged with ``extra={"fields": {...}}`` (the loop's cycle summary) carries those fields as
+    top-level keys too, so a log pipeline can sum ``done``/``failed`` without parsing the message.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
@@ -108,9 +117,13 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        extra = getattr(record, "fields", None)
+        if isinstance(extra, Mapping):
+            for key, value in extra.items():
+                payload.setdefault(str(key), value)
         if record.exc_info:
             payload["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(payload, ensure_ascii=False)
+        return json.dumps(payload, ensure_ascii=False, default=str)
 
 
 class RedactingFormatter(logging.Formatter):
@@ -238,15 +251,42 @@ def setup_sentry(settings: Settings, **extra: Any) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------
-# Heartbeat
+# Heartbeat and health
 
 
-def touch_heartbeat(path: str | os.PathLike[str], now: float | None = None) -> None:
-    """Write the time of the last successful cycle; atomic, so a reader never sees a half file."""
+def grace(period: float) -> float:
+    """How long a task may go without a successful cycle before it is stale."""
+    return 3 * period + 60
+
+
+def task_problems(tasks: Mapping[str, Mapping[str, Any]], started: float, now: float,
+                  max_age: float | None = None) -> list[str]:
+    """Why each unhealthy task is unhealthy (pure; shared by /healthz, the watchdog and check-heartbeat).
+
+    ``tasks`` maps a task name to ``period``, ``last_success`` (Unix time or None) and ``last_error`` (the
+    reason the last cycle did not progress, or None). ``max_age`` replaces the per-task grace.
+    """
+    problems: list[str] = []
+    for name, task in sorted(tasks.items()):
+        error = task.get("last_error")
+        if error:
+            problems.append(f"{name}: {error}")
+            continue
+        last = task.get("last_success")
+        since = float(last) if last is not None else started
+        allowed = grace(float(task.get("period") or 0)) if max_age is None else max_age
+        if now - since > allowed:
+            what = "no successful cycle" if last is None else "last successful cycle"
+            problems.append(f"{name}: {what} for {now - since:.0f} s (allowed {allowed:.0f} s)")
+    return problems
+
+
+def touch_heartbeat(path: str | os.PathLike[str], now: float | None = None, content: str | None = None) -> None:
+    """Write the heartbeat file; atomic, so a reader never sees a half file."""
     target = Path(path)
     stamp = time.time() if now is None else now
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(f"{stamp:.3f}\n", encoding="ascii")
+    tmp.write_text(content if content is not None else f"{stamp:.3f}\n", encoding="utf-8")
     os.replace(tmp, target)
     os.utime(target, (stamp, stamp))
 
@@ -260,6 +300,83 @@ def heartbeat_age(path: str | os.PathLike[str], now: float | None = None) -> flo
     return (time.time() if now is None else now) - mtime
 
 
+def check_heartbeat(path: str | os.PathLike[str], now: float | None = None,
+                    max_age: float | None = None) -> tuple[bool, str]:
+    """(healthy, one line) for the heartbeat file at ``path``."""
+    now = time.time() if now is None else now
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return False, f"unhealthy: {path} does not exist (no cycle finished yet)"
+    except OSError as exc:
+        return False, f"unhealthy: cannot read {path}: {exc.strerror or exc}"
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("tasks"), dict):
+        # A plain timestamp (agents before 1.0): only the file's age says anything.
+        age = heartbeat_age(path, now) or 0.0
+        limit = 0.0 if max_age is None else max_age
+        if age > limit:
+            return False, f"unhealthy: last successful cycle {age:.0f} s ago (max {limit:.0f} s)"
+        return True, f"healthy: last successful cycle {age:.0f} s ago"
+    tasks: dict[str, Any] = data["tasks"]
+    problems = task_problems(tasks, float(data.get("started") or now), now, max_age)
+    if problems:
+        return False, "unhealthy: " + "; ".join(problems)
+    ages = ", ".join(f"{name} {now - float(t['last_success']):.0f} s ago" for name, t in sorted(tasks.items())
+                     if t.get("last_success") is not None)
+    return True, "healthy: last successful cycles: " + (ages or "none yet (within the start grace)")
+
+
+# --------------------------------------------------------------------------------------------------
+# systemd notification
+
+
+class SystemdNotifier:
+    """sd_notify(3) over ``$NOTIFY_SOCKET`` with the socket module (the protocol is one datagram per message).
+
+    Does nothing when the agent does not run under a ``Type=notify`` unit. ``watchdog_interval`` is
+    ``WatchdogSec=`` in seconds (from ``$WATCHDOG_USEC``, when ``$WATCHDOG_PID`` is unset or ours), or None.
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None):
+        env = os.environ if environ is None else environ
+        address = env.get("NOTIFY_SOCKET", "")
+        self.address: str | None = ("\0" + address[1:]) if address.startswith("@") else (address or None)
+        self.watchdog_interval: float | None = None
+        usec, pid = env.get("WATCHDOG_USEC", ""), env.get("WATCHDOG_PID", "")
+        if usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
+            self.watchdog_interval = int(usec) / 1_000_000
+        self.warned = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.address is not None
+
+    def notify(self, *lines: str) -> bool:
+        if self.address is None:
+            return False
+        import socket
+
+        try:
+            # Non-blocking: a stuck or slow reader must never stall the agent (the queue holds ~10 datagrams).
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as sock:
+                sock.connect(self.address)
+                sock.sendall("\n".join(lines).encode())
+            return True
+        except OSError as exc:
+            if not self.warned:  # systemd went away or the socket is wrong: say it once, carry on
+                log.warning("cannot notify systemd at %s: %s", self.address.lstrip("\0"), exc.strerror or exc)
+                self.warned = True
+            return False
+
+    def ping_every(self) -> float | None:
+        """How often to feed the watchdog: half its interval, as sd_watchdog_enabled(3) advises."""
+        return None if self.watchdog_interval is None else self.watchdog_interval / 2
+
+
 # --------------------------------------------------------------------------------------------------
 # Metrics
 
@@ -268,19 +385,22 @@ def heartbeat_age(path: str | os.PathLike[str], now: float | None = None) -> flo
 class TaskStats:
     period: float = 0.0
     cycles_ok: int = 0
+    cycles_unreachable: int = 0
     cycles_error: int = 0
     last_duration: float = 0.0
     last_success: float | None = None
+    last_error: str | None = None  # why the last cycle did not progress; None after a success
     done: int = 0
     failed: int = 0
     deferred: int = 0
     slurm_processes: int = 0
     http_requests: int = 0
+    stuck: int = 0  # orders given up and held, as of the last cycle
 
 
 @dataclass
 class Metrics:
-    """Counters of the running daemon, per task; thread-safe; rendered in the Prometheus text format."""
+    """Counters and health of the running daemon, per task; thread-safe; rendered in the Prometheus text format."""
 
     started: float = field(default_factory=time.time)
     tasks: dict[str, TaskStats] = field(default_factory=dict)
@@ -290,32 +410,48 @@ class Metrics:
         with self.lock:
             self.tasks.setdefault(name, TaskStats()).period = period
 
-    def record(self, name: str, duration: float, report: CycleReport | None, now: float | None = None) -> None:
-        """One cycle finished: ``report`` is None when it crashed."""
+    def record(self, name: str, duration: float, report: CycleReport | None, now: float | None = None,
+               crash: str | None = None) -> None:
+        """One cycle finished: ``report`` is None when it crashed (``crash`` says how)."""
         with self.lock:
             stats = self.tasks.setdefault(name, TaskStats())
             stats.last_duration = duration
             if report is None:
                 stats.cycles_error += 1
+                stats.last_error = f"last cycle crashed: {crash}" if crash else "last cycle crashed"
                 return
-            stats.cycles_ok += 1
-            stats.last_success = time.time() if now is None else now
             stats.done += report.done
             stats.failed += report.failed
             stats.deferred += report.deferred
             stats.slurm_processes += report.slurm_processes
             stats.http_requests += report.http_requests
+            stats.stuck = report.stuck
+            if not report.progressed:
+                stats.cycles_unreachable += 1
+                stats.last_error = "; ".join(report.unreachable)
+                return
+            stats.cycles_ok += 1
+            stats.last_error = None
+            stats.last_success = time.time() if now is None else now
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            return {name: {"period": s.period, "last_success": s.last_success, "last_error": s.last_error}
+                    for name, s in self.tasks.items()}
+
+    def problems(self, now: float | None = None) -> list[str]:
+        return task_problems(self.snapshot(), self.started, time.time() if now is None else now)
 
     def healthy(self, now: float | None = None) -> tuple[bool, str]:
-        """Healthy while every task succeeded within three of its periods (or since start)."""
+        """Healthy while every task's last cycle progressed and each succeeded within its grace."""
+        problems = self.problems(now)
+        return (not problems, "; ".join(problems) if problems else "ok")
+
+    def heartbeat(self, now: float | None = None) -> str:
+        """The heartbeat file's content: what check-heartbeat needs to judge every task."""
         now = time.time() if now is None else now
-        with self.lock:
-            for name, stats in self.tasks.items():
-                since = stats.last_success if stats.last_success is not None else self.started
-                allowed = 3 * stats.period + 60
-                if now - since > allowed:
-                    return False, f"{name}: no successful cycle for {now - since:.0f} s (allowed {allowed:.0f} s)"
-        return True, "ok"
+        return json.dumps({"version": __version__, "pid": os.getpid(), "started": self.started, "written": now,
+                           "tasks": self.snapshot()}, sort_keys=True) + "\n"
 
     def render(self) -> str:
         rows: list[tuple[str, str, str, list[tuple[dict[str, str], float]]]] = []
@@ -323,13 +459,20 @@ class Metrics:
         def metric(name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], float]]) -> None:
             rows.append((name, kind, help_, samples))
 
+        problems = self.problems()
         with self.lock:
             items = sorted(self.tasks.items())
             metric("waldur_slurm_build_info", "gauge", "Agent version.", [({"version": __version__}, 1)])
             metric("waldur_slurm_start_time_seconds", "gauge", "Process start, Unix time.", [({}, self.started)])
-            metric("waldur_slurm_cycles_total", "counter", "Finished cycles by outcome (error = crashed).",
+            metric("waldur_slurm_cycles_total", "counter",
+                   "Finished cycles by outcome (ok = progressed, unreachable = Waldur or SLURM unreachable, "
+                   "error = crashed).",
                    [({"task": n, "outcome": "ok"}, s.cycles_ok) for n, s in items]
+                   + [({"task": n, "outcome": "unreachable"}, s.cycles_unreachable) for n, s in items]
                    + [({"task": n, "outcome": "error"}, s.cycles_error) for n, s in items])
+            metric("waldur_slurm_task_healthy", "gauge",
+                   "1 while the task's last cycle progressed and it succeeded within 3 periods + 60 s.",
+                   [({"task": n}, 0 if any(p.startswith(f"{n}: ") for p in problems) else 1) for n, s in items])
             metric("waldur_slurm_cycle_duration_seconds", "gauge", "Duration of the last cycle.",
                    [({"task": n}, s.last_duration) for n, s in items])
             metric("waldur_slurm_last_success_timestamp_seconds", "gauge", "End of the last successful cycle, Unix time.",
@@ -344,6 +487,9 @@ class Metrics:
                    [({"task": n}, s.slurm_processes) for n, s in items])
             metric("waldur_slurm_http_requests_total", "counter", "HTTP requests sent to Waldur.",
                    [({"task": n}, s.http_requests) for n, s in items])
+            metric("waldur_slurm_stuck_orders", "gauge",
+                   "Orders given up after WALDUR_ORDER_MAX_FAILED_CYCLES failing cycles and held (not marked erred).",
+                   [({"task": n}, s.stuck) for n, s in items if n == "pull"])
         lines: list[str] = []
         for name, kind, help_, samples in rows:
             lines.append(f"# HELP {name} {help_}")
@@ -426,19 +572,14 @@ def start_metrics_server(settings: Settings, metrics: Metrics) -> MetricsServer 
 def _probe(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m waldur_slurm.observability")
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check-heartbeat", help="exit 0 if the heartbeat file is fresh")
+    check = sub.add_parser("check-heartbeat", help="exit 0 if every task of the agent is healthy")
     check.add_argument("path")
-    check.add_argument("--max-age", type=float, required=True, help="seconds")
+    check.add_argument("--max-age", type=float, default=None,
+                       help="seconds a task may go without a successful cycle (default: 3 of its periods + 60 s)")
     args = parser.parse_args(argv)
-    age = heartbeat_age(args.path)
-    if age is None:
-        print(f"unhealthy: {args.path} does not exist (no successful cycle yet)")
-        return 1
-    if age > args.max_age:
-        print(f"unhealthy: last successful cycle {age:.0f} s ago (max {args.max_age:.0f} s)")
-        return 1
-    print(f"healthy: last successful cycle {age:.0f} s ago")
-    return 0
+    ok, line = check_heartbeat(args.path, max_age=args.max_age)
+    print(line)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -45,7 +45,13 @@ from waldur_slurm.pull_plan import (
 )
 from waldur_slurm.push import PushReporter, valid_account
 from waldur_slurm.slurm.client import OpResult, SlurmClient, SlurmState
-from waldur_slurm.slurm.errors import ActiveJobsError, SlurmError, SlurmTransientError
+from waldur_slurm.slurm.errors import (
+    ActiveJobsError,
+    CommandNotFound,
+    ContainerMissing,
+    SlurmError,
+    SlurmTransientError,
+)
 from waldur_slurm.slurm.ops import CreateHomedirs
 from waldur_slurm.ledger import Ledger
 from waldur_slurm.stuck import StuckOrders, counts_as_stuck
@@ -106,8 +112,7 @@ class PullReconciler:
         procs, reqs = self._counters()
         report.slurm_processes = procs - start[0]
         report.http_requests = reqs - start[1]
-        self.log.info(report.summary())
-        return report
+        return report  # the loop logs the one summary line
 
     def _print_plan(self, lines: Iterable[str], report: CycleReport) -> None:
         for line in lines:
@@ -129,8 +134,7 @@ class PullReconciler:
         try:
             orders = self.waldur.list_orders(states=ORDER_STATES)
         except WaldurTransientError as exc:
-            report.notes.append(f"orders not listed: {exc}")
-            self.log.warning("pull: cannot list orders (%s); next cycle", exc)
+            report.unreachable.append(f"Waldur unreachable: orders not listed: {exc}")
             report.deferred += 1
             return
         report.seen = len(orders)
@@ -140,8 +144,8 @@ class PullReconciler:
             return
         try:
             state = self.slurm.read_state()
-        except SlurmTransientError as exc:
-            self.log.warning("pull: SLURM unreachable (%s); %d order(s) wait for the next cycle", exc, len(orders))
+        except (SlurmTransientError, CommandNotFound, ContainerMissing) as exc:
+            report.unreachable.append(f"SLURM unreachable: {exc}")
             report.deferred += len(orders)
             return
 
@@ -150,7 +154,7 @@ class PullReconciler:
             config = self._config()
             resources, teams, offering_users = self._waldur_inputs(orders, state, config, outcome)
         except WaldurTransientError as exc:
-            self.log.warning("pull: Waldur unreachable (%s); %d order(s) wait for the next cycle", exc, len(orders))
+            report.unreachable.append(f"Waldur unreachable: {exc}")
             report.deferred += len(orders)
             return
         active = [o for o in orders if not outcome.settled(o.uuid)]
@@ -485,7 +489,7 @@ class PullReconciler:
         try:
             resources = [r for r in self.waldur.list_resources(states=["OK"])]
         except WaldurTransientError as exc:
-            self.log.warning("membership: cannot list resources (%s); next pass", exc)
+            report.unreachable.append(f"Waldur unreachable: resources not listed: {exc}")
             report.deferred += 1
             return
         report.seen = len(resources)
@@ -494,8 +498,8 @@ class PullReconciler:
         config = self._config()
         try:
             state = self.slurm.read_state()
-        except SlurmTransientError as exc:
-            self.log.warning("membership: SLURM unreachable (%s); next pass", exc)
+        except (SlurmTransientError, CommandNotFound, ContainerMissing) as exc:
+            report.unreachable.append(f"SLURM unreachable: {exc}")
             report.deferred = len(resources)
             return
         owned = {naming.resource_owner(a.description) for a in state.accounts.values()}
@@ -505,7 +509,7 @@ class PullReconciler:
         try:
             offering_users = self.waldur.list_offering_users() if managed else []
         except WaldurTransientError as exc:
-            self.log.warning("membership: cannot list offering users (%s); next pass", exc)
+            report.unreachable.append(f"Waldur unreachable: offering users not listed: {exc}")
             report.deferred = len(resources)
             return
         for uuid, team in self.waldur.teams([r.uuid for r in managed], workers=self.settings.read_concurrency).items():

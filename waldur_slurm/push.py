@@ -8,7 +8,9 @@ A cycle reads, plans (pure), then applies:
    has an order in progress) by the time the list is read.
 2. **Read Waldur**: the offering (components), every resource with a backend_id in OK, Updating,
    Terminating or Erred (all pages), and, offering-wide for the billing month, the component usages and
-   per-user usages Waldur holds (2024: also the associations). Requests grow with N/page_size, not N.
+   per-user usages Waldur holds. Requests grow with N/page_size, not N. 2024: also the associations of the
+   resources' allocations, exactly (one request when the server's whole list fits one page, else one per
+   allocation: the server's list is unscoped and pages unstably, see ``list_offering_associations``).
 3. **ONE ``sacct``** for every account of those resources over the billing window (plus one for the
    previous month during the first days of a month): at most 3 SLURM processes per cycle, whatever N.
 4. **Plan** (``plan_push``, pure): per resource, the usage totals and per-user usages that grew, the limits
@@ -50,7 +52,7 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from waldur_slurm.concurrency import run_bounded
+from waldur_slurm.concurrency import LatencyGovernor, run_bounded
 from waldur_slurm.cycle import CycleReport
 from waldur_slurm.slurm.errors import SlurmError
 from waldur_slurm.slurm.ops import ACCOUNT_RE, MAX_NAME_LEN
@@ -70,7 +72,6 @@ from waldur_slurm.usage import (
 )
 from waldur_slurm.values import BadValue
 from waldur_slurm.waldur.errors import WaldurAuthError, WaldurError, WaldurTransientError
-from waldur_slurm.waldur.models import uuid_from_url
 
 if TYPE_CHECKING:
     from waldur_slurm.components import Component
@@ -307,7 +308,8 @@ def plan_push(
     """Decide every write of the cycle from what was read (pure).
 
     ``state`` must come from a SUCCESSFUL dump. ``associations`` (allocation uuid -> usernames held by
-    Waldur) is given only for the 2024 flavour, which keeps them.
+    Waldur) is given only for the 2024 flavour, which keeps them; an allocation missing from it was not read,
+    and its associations are left alone.
 
     ``missing_before``: accounts that were already absent from the previous successful dump. When given,
     a resource is marked erred only if its account is absent from two dumps in a row: a dump can succeed
@@ -380,12 +382,14 @@ def plan_push(
                 # the usage above is still reported: a bad limit in Waldur must not cost a bill
                 plan.failed.append(f"resource {res.uuid} ({account}): limits not reported: {exc}")
             if associations is not None:
+                held_users = associations.get(res.allocation_uuid) if res.allocation_uuid else None
                 if res.allocation_uuid is None:
                     plan.skipped.append(f"resource {res.uuid}: no SLURM allocation in Waldur yet; associations not synced")
+                elif held_users is None:
+                    # Not read (the read failed): "none held" would re-create every association.
+                    plan.skipped.append(f"resource {res.uuid}: associations of its allocation not read; not synced")
                 else:
-                    rp.assoc_create, rp.assoc_delete = diff_associations(
-                        slurm_account.users, associations.get(res.allocation_uuid, frozenset())
-                    )
+                    rp.assoc_create, rp.assoc_delete = diff_associations(slurm_account.users, held_users)
         plan.anomalies.extend(f"resource {res.uuid} ({account}): {a}" for a in rp.anomalies)
         if rp.has_writes:
             plan.resources.append(rp)
@@ -415,6 +419,11 @@ def backfill_types(offering: Offering, components: Mapping[str, Component], *, s
 
 # --------------------------------------------------------------------------------------------------
 # The reporter
+
+
+def slow_write_seconds(http_timeout: float) -> float:
+    """A write slower than this makes the push use fewer concurrent writes (see ``LatencyGovernor``)."""
+    return max(0.5, http_timeout / 4)
 
 
 def offering_wide_lookup(waiting: int, records: int, page_size: int) -> bool:
@@ -545,26 +554,27 @@ class PushReporter:
                             records.add(component["uuid"].replace("-", "").lower())
         return records
 
-    def _associations(self) -> dict[str, frozenset[str]]:
-        """2024: every association of the offering, by allocation uuid, in one paged list."""
-        lister = getattr(self.waldur, "list_offering_associations", None)
-        if lister is not None:
-            return {k: frozenset(v) for k, v in lister().items()}
-        # The facade lists associations per resource only; one offering-wide paged list keeps the request
-        # count at N/page_size. It goes through the facade's transport (counted, retried, typed errors).
-        from waldur_slurm.waldur.client import _next_page
-
-        out: dict[str, set[str]] = {}
-        page: int | None = 1
-        while page is not None:
-            resp = self.waldur._raw("GET", "/api/slurm-associations/", params={"page": page, "page_size": self.waldur.page_size})
-            for item in self.waldur._items(resp):
-                alloc = uuid_from_url(item.get("allocation")) or item.get("allocation_uuid")
-                username = item.get("username")
-                if isinstance(alloc, str) and isinstance(username, str) and username:
-                    out.setdefault(alloc, set()).add(username)
-            page = _next_page(resp.headers.get("Link"))
-        return {k: frozenset(v) for k, v in out.items()}
+    def _associations(
+        self, resources: Sequence[Resource], state: SlurmState, report: CycleReport
+    ) -> dict[str, frozenset[str]]:
+        """2024: Waldur's associations of the allocations whose associations this cycle may sync (see
+        ``WaldurClient.list_offering_associations``). An allocation whose read failed is left out, so the
+        planner leaves its associations alone instead of taking the failure for "none"."""
+        wanted = [
+            r.allocation_uuid
+            for r in resources
+            if r.allocation_uuid and not order_in_progress(r) and (a := valid_account(r.backend_id)) and a in state.accounts
+        ]
+        read = self.waldur.list_offering_associations(wanted, workers=self.settings.push_concurrency)
+        out: dict[str, frozenset[str]] = {}
+        for alloc, users in read.items():
+            if isinstance(users, WaldurError):
+                note = f"associations of allocation {alloc} not read ({users}); not synced this cycle"
+                report.notes.append(note)
+                log.warning(note)
+                continue
+            out[alloc] = users
+        return out
 
     def _is_staff(self) -> bool:
         if self._staff is None:
@@ -593,10 +603,8 @@ class PushReporter:
         except WaldurTransientError as e:
             # Only reads get here (each resource's writes catch their own errors): Waldur is unreachable or
             # overloaded right now; the next cycle reports everything, as usage is month-to-date.
-            note = f"Waldur read failed ({e}); nothing reported this cycle"
-            report.notes.append(note)
+            report.unreachable.append(f"Waldur unreachable: read failed ({e}); nothing reported this cycle")
             report.deferred = max(report.deferred, report.seen - report.skipped)
-            log.warning(note)
         finally:
             report.slurm_processes = self.slurm.executor.process_count - procs0
             report.http_requests = self.waldur.requests_total - http0
@@ -647,7 +655,7 @@ class PushReporter:
                     f"{previous.period:%Y-%m}",
                 )
 
-        associations = self._associations() if self.waldur.flavour == FLAVOUR_2024 else None
+        associations = self._associations(resources, state, report) if self.waldur.flavour == FLAVOUR_2024 else None
         plan = plan_push(
             resources, state, months, limit_components, associations, self._missing if self.confirm_missing else None,
             limit_keys={c.type for c in offering.components if c.billing_type == "limit"},
@@ -679,9 +687,8 @@ class PushReporter:
         self._apply(plan, report, {m.window.period: m.held.record_count() for m in months})
 
     def _slurm_failed(self, report: CycleReport, what: str, error: SlurmError) -> None:
-        note = f"SLURM {what} failed ({error}); nothing reported or marked this cycle"
-        report.notes.append(note)
-        log.warning(note)
+        # Any failed read of the dump or of sacct means SLURM cannot be read now: the loop logs the one line.
+        report.unreachable.append(f"SLURM unreachable: {error} ({what} failed; nothing reported or marked this cycle)")
 
     # ------------------------------------------------------------------ apply
     def _apply(self, plan: PushPlan, report: CycleReport, held_records: Mapping[date, int]) -> None:
@@ -699,12 +706,22 @@ class PushReporter:
                 per_user.extend(later)
 
         workers = self.settings.push_concurrency
-        run_bounded(first_pass, plan.resources, workers, name="push")
+        # Writes back off when the server slows down: a write slower than a quarter of REQUESTS_TIMEOUT halves
+        # how many run at once, well before the queue on the server pushes calls past the timeout.
+        governor = LatencyGovernor(workers, slow_write_seconds(self.settings.http_timeout))
+        run_bounded(first_pass, plan.resources, workers, name="push", governor=governor)
         by_resource: dict[int, list[_UserUsageWrites]] = {}
         for item in self._find_usage_uuids(per_user, outcomes, held_records):
             by_resource.setdefault(id(item.rp), []).append(item)
         run_bounded(lambda items: self._write_user_usages(items, outcomes[id(items[0].rp)]), list(by_resource.values()),
-                    workers, name="push")
+                    workers, name="push", governor=governor)
+        if governor.backoffs:
+            note = (
+                f"Waldur slowed down (a write took over {governor.slow:.1f}s): concurrent writes cut "
+                f"{governor.backoffs} time(s), ending at {governor.limit} of {workers}"
+            )
+            report.notes.append(note)
+            log.warning(note)
 
         failed = deferred = 0
         for outcome in outcomes.values():

@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-import venv
 from pathlib import Path
 
 import pytest
@@ -25,13 +24,32 @@ COMPOSE = REPO / "examples" / "docker-compose"
 DIRECTIONS = ("pull", "push")
 EXAMPLE_TRES = REPO / "config-components.yaml.example"
 
-# Options a systemd 219 (RHEL/CentOS 7) knows, for the [Service] section of the legacy units.
+# Options a systemd 239 (RHEL-like 8, the oldest systemd whose distribution ships a Python 3.11) knows, for
+# the [Service] section of the legacy units (systemd.directives(7) and NEWS: ProtectKernelTunables 232,
+# RestrictNamespaces 233, LockPersonality and KeyringMode 235, @system-service 231, RuntimeDirectoryMode 209).
 LEGACY_SERVICE_OPTIONS = {
-    "Type", "EnvironmentFile", "Environment", "WorkingDirectory", "ExecStart", "User", "Group", "Restart",
-    "RestartSec", "RestartPreventExitStatus", "KillMode", "KillSignal", "TimeoutStopSec", "StandardOutput",
-    "StandardError", "SyslogIdentifier", "RuntimeDirectory", "RuntimeDirectoryMode", "NoNewPrivileges",
-    "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "UMask", "LimitNOFILE",
+    "Type", "NotifyAccess", "WatchdogSec", "EnvironmentFile", "Environment", "WorkingDirectory", "ExecStart", "User",
+    "Group", "Restart", "RestartSec", "RestartPreventExitStatus", "KillMode", "KillSignal", "TimeoutStopSec",
+    "StandardOutput", "StandardError", "SyslogIdentifier", "RuntimeDirectory", "RuntimeDirectoryMode",
+    "NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "DevicePolicy", "UMask",
+    "LimitNOFILE", "ProtectKernelTunables", "ProtectKernelModules", "ProtectControlGroups", "RestrictRealtime",
+    "RestrictNamespaces", "LockPersonality", "MemoryDenyWriteExecute", "SystemCallArchitectures",
+    "SystemCallFilter", "SystemCallErrorNumber", "RestrictAddressFamilies", "CapabilityBoundingSet",
+    "AmbientCapabilities", "KeyringMode",
 }
+# Directives of the current units newer than 239, with the systemd version that added them: the unit's
+# header must name the highest one.
+NEWER_OPTIONS = {"ProtectHostname": 242, "RestrictSUIDSGID": 242, "ProtectKernelLogs": 244, "ProtectClock": 245,
+                 "ProtectProc": 247, "ProcSubset": 247}
+# systemd-analyze security --offline=true, measured for this release (README "systemd"); before: 5.6 and 8.5.
+MAX_EXPOSURE = {"current": 2.6, "legacy": 3.3}
+VENV_PREFIX = "/opt/waldur-slurm-agent/"
+
+
+def installed_copy(path: Path, target: Path) -> Path:
+    """The unit as systemd-conf/install writes it, with the prefix of the virtualenv running the tests."""
+    target.write_text(path.read_text().replace(VENV_PREFIX, str(Path(sys.prefix)) + "/"))
+    return target
 # Options that would break sacctmgr (no network to slurmdbd, no munge socket, read-only everything).
 BREAKS_SACCTMGR = {"PrivateNetwork": "yes", "ProtectSystem": "strict", "IPAddressDeny": "any"}
 
@@ -73,11 +91,14 @@ def test_systemd_unit_verifies(direction, variant, tmp_path):
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed (apt-get install systemd); the parse checks still run")
     # Installed under its final name, as the README says, so the legacy unit is checked as installed.
-    target = tmp_path / f"waldur-slurm-service-{direction}.service"
-    shutil.copy(units(direction)[variant], target)
+    target = installed_copy(units(direction)[variant], tmp_path / f"waldur-slurm-service-{direction}.service")
     result = subprocess.run(["systemd-analyze", "verify", str(target)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr  # unknown keys and bad values only warn
+    security = subprocess.run(["systemd-analyze", "security", "--offline=true", str(target)], capture_output=True,
+                              text=True, timeout=60)
+    score = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", security.stdout).group(1))
+    assert score <= MAX_EXPOSURE[variant], security.stdout[-2000:]
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
@@ -86,7 +107,9 @@ def test_systemd_units_run_the_agent_with_its_env_file(direction):
         text = path.read_text()
         service = unit(path)["Service"]
         assert service["EnvironmentFile"] == f"/etc/waldur-slurm-service/{direction}.env"
-        assert service["ExecStart"] in ("/usr/bin/env python3 -m waldur_slurm.main", "/usr/local/bin/waldur-slurm-agent")
+        assert service["ExecStart"] == VENV_PREFIX + "bin/waldur-slurm-agent"  # the venv systemd-conf/install makes
+        assert service["Type"] == "notify" and service["NotifyAccess"] == "main"
+        assert service["WatchdogSec"] == "15min"
         assert service["Restart"] == "on-failure"
         assert set(service["RestartPreventExitStatus"].split()) == {str(EXIT_CONFIG), str(EXIT_AUTH)}
         assert service["KillMode"] == "mixed"  # SIGTERM to the agent only: a running sacctmgr finishes
@@ -98,8 +121,12 @@ def test_systemd_units_run_the_agent_with_its_env_file(direction):
         assert unit(path)["Install"]["WantedBy"] == "multi-user.target"
         if variant == "legacy":
             unknown = set(service) - LEGACY_SERVICE_OPTIONS
-            assert not unknown, f"{path.name}: options newer than systemd 219: {sorted(unknown)}"
+            assert not unknown, f"{path.name}: options newer than systemd 239: {sorted(unknown)}"
+            assert "systemd 239-246" in text
         else:
+            needed = max(NEWER_OPTIONS[o] for o in service if o in NEWER_OPTIONS)
+            assert f"Needs systemd {needed} or newer" in text, needed
+            assert set(service) - LEGACY_SERVICE_OPTIONS <= set(NEWER_OPTIONS)
             for option in ("NoNewPrivileges", "ProtectSystem", "PrivateTmp", "ProtectKernelTunables",
                            "RestrictAddressFamilies"):
                 assert option in service, option
@@ -131,7 +158,9 @@ def compose() -> dict:
 def test_compose_file_structure():
     data = compose()
     services = data["services"]
-    assert set(services) == {"waldur-slurm-pull", "waldur-slurm-push"}
+    assert set(services) == {"slurmctld", "waldur-slurm-pull", "waldur-slurm-push"}
+    head = services["slurmctld"]
+    assert head["container_name"] == "slurmctld" and re.fullmatch(r"debian:\d+\.\d+-slim", head["image"])
     dockerfile_env = dict(re.findall(r"(WALDUR_HEARTBEAT_FILE)=(\S+)", (COMPOSE / "Dockerfile").read_text()))
     heartbeat = dockerfile_env["WALDUR_HEARTBEAT_FILE"]
     for direction in DIRECTIONS:
@@ -143,14 +172,15 @@ def test_compose_file_structure():
             source = volume.split(":")[0]
             if source.startswith("."):
                 assert (COMPOSE / source).exists(), volume
-        assert service["restart"] in ("unless-stopped", "always", "on-failure")
+        assert service["restart"] == "unless-stopped"  # exits 2 and 3 are stopped by the entry point
+        assert service["image"] == f"waldur-slurm-agent:{__version__}"  # pinned, not :latest
+        assert service["depends_on"] == ["slurmctld"]
+        active, _ = env_assignments(COMPOSE / f"{direction}.env")
+        assert active["SLURM_CONTAINER_NAME"] == head["container_name"]
         assert service["init"] is True
         test = service["healthcheck"]["test"]
-        assert test[:5] == ["CMD", "python", "-m", "waldur_slurm.observability", "check-heartbeat"]
-        assert test[5] == heartbeat
-        active, _ = env_assignments(COMPOSE / f"{direction}.env")
-        period = float(active["WALDUR_PULL_PERIOD_SECONDS" if direction == "pull" else "WALDUR_PUSH_PERIOD_SECONDS"])
-        assert float(test[test.index("--max-age") + 1]) >= 3 * period  # a slow cycle is not "unhealthy"
+        # No --max-age: the probe uses each task's own period from the heartbeat file.
+        assert test == ["CMD", "python", "-m", "waldur_slurm.observability", "check-heartbeat", heartbeat]
         assert service["secrets"] == ["waldur_api_token"]
     assert data["secrets"]["waldur_api_token"]["file"] == "./waldur-api-token"
 
@@ -196,16 +226,37 @@ def test_dockerfile_installs_the_package_itself():
     assert re.search(r"pip install /src\b", runs), "the image must install the package, not only its requirements"
     assert "requirements.txt" not in text
     assert "waldur-slurm-agent --version" in runs  # the build fails if the version lookup fails
-    assert 'ENTRYPOINT ["waldur-slurm-agent"]' in text
+    assert 'ENTRYPOINT ["waldur-slurm-agent-entrypoint"]' in text
+    assert re.search(r"^FROM python:\d+\.\d+\.\d+-slim-\w+$", text, re.M), "the base image must be pinned"
     ignore = (COMPOSE / "Dockerfile.dockerignore").read_text().split()
     for sources in copies:
         for source in sources[:-1]:
             assert f"!{source}" in ignore or f"!{source.rstrip('/')}/" in ignore, source
 
 
-def test_wheel_builds_and_installs_into_a_fresh_virtualenv(tmp_path):
+OPERATOR_FILES = ["LICENSE", "config-components.yaml.example", "systemd-conf/install",
+                  "systemd-conf/service-pull/waldur-slurm-service-pull.service",
+                  "systemd-conf/service-pull/waldur-slurm-service-pull-legacy.service",
+                  "systemd-conf/service-pull/waldur-slurm-service-pull.env",
+                  "systemd-conf/service-push/waldur-slurm-service-push.service",
+                  "systemd-conf/service-push/waldur-slurm-service-push-legacy.service",
+                  "systemd-conf/service-push/waldur-slurm-service-push.env",
+                  "examples/docker-compose/docker-compose.yml", "examples/docker-compose/Dockerfile",
+                  "examples/docker-compose/entrypoint.sh", "examples/docker-compose/pull.env",
+                  "examples/docker-compose/push.env"]
+
+
+def test_version_is_the_successor_of_the_original_and_the_license_matches():
+    major, minor, patch = (int(x) for x in __version__.split("."))
+    assert (major, minor, patch) > (0, 2, 2)  # the original agent's last release on the index
+    text = (REPO / "LICENSE").read_text()
+    assert text.startswith("MIT License") and "waldur-slurm-agent contributors" in text
+    assert 'license = "MIT"' in (REPO / "pyproject.toml").read_text()
+
+
+def test_sdist_and_wheel_carry_the_operator_files_and_install_with_the_script(tmp_path):
     # Build from a copy of the tracked files, so that the test neither writes into the shared working
-    # tree nor depends on files that are not in git.
+    # tree nor depends on files that are not in git. `build` makes the sdist, then the wheel FROM the sdist.
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
     source = tmp_path / "src"
     for name in filter(None, tracked.decode().split("\0")):
@@ -213,22 +264,48 @@ def test_wheel_builds_and_installs_into_a_fresh_virtualenv(tmp_path):
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, source / name)
     dist = tmp_path / "dist"
-    build = subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(source)],
-                           capture_output=True, text=True, timeout=300)
+    build = subprocess.run([sys.executable, "-m", "build", "--outdir", str(dist), str(source)],
+                           capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    wheels = list(dist.glob("waldur_slurm_agent-*.whl"))
-    assert len(wheels) == 1
+    import tarfile
     import zipfile
 
+    sdists = list(dist.glob(f"waldur_slurm_agent-{__version__}.tar.gz"))
+    wheels = list(dist.glob(f"waldur_slurm_agent-{__version__}-*.whl"))
+    assert len(sdists) == 1 and len(wheels) == 1, sorted(p.name for p in dist.iterdir())
+    prefix = f"waldur_slurm_agent-{__version__}/"
+    in_sdist = {n[len(prefix):] for n in tarfile.open(sdists[0]).getnames() if n.startswith(prefix)}
+    assert set(OPERATOR_FILES) <= in_sdist, sorted(set(OPERATOR_FILES) - in_sdist)
     names = set(zipfile.ZipFile(wheels[0]).namelist())
     expected = {n for n in tracked.decode().split("\0") if n.startswith("waldur_slurm/") and n.endswith(".py")}
     assert expected <= names, sorted(expected - names)
+    data = f"waldur_slurm_agent-{__version__}.data/data/share/waldur-slurm-agent/"
+    in_wheel = {n[len(data):] for n in names if n.startswith(data)}
+    assert set(OPERATOR_FILES) <= in_wheel, sorted(set(OPERATOR_FILES) - in_wheel)
+    assert f"waldur_slurm_agent-{__version__}.dist-info/licenses/LICENSE" in names
 
-    env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
-    install = subprocess.run([str(env_dir / "bin" / "pip"), "install", "-q", str(wheels[0])],
-                             capture_output=True, text=True, timeout=600)
-    assert install.returncode == 0, install.stderr[-3000:]
+    # The documented install path: systemd-conf/install --from the wheel, into a venv, units pointing at it.
+    opt, units_dir, etc = tmp_path / "opt" / "waldur-slurm-agent", tmp_path / "systemd", tmp_path / "etc"
+    install = subprocess.run([str(REPO / "systemd-conf" / "install"), "--from", str(wheels[0]), "--prefix", str(opt),
+                              "--python", sys.executable, "--systemd-dir", str(units_dir), "--etc-dir", str(etc)],
+                             capture_output=True, text=True, timeout=900)
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    env_dir = opt
+    for direction in DIRECTIONS:
+        service = unit(units_dir / f"waldur-slurm-service-{direction}.service")["Service"]
+        assert service["ExecStart"] == f"{opt}/bin/waldur-slurm-agent"
+        env_file = etc / f"{direction}.env"
+        assert env_file.stat().st_mode & 0o777 == 0o600  # it holds the token
+    assert (etc / "tres.yaml").read_text() == EXAMPLE_TRES.read_text()
+    (etc / "pull.env").write_text("WALDUR_SYNC_DIRECTION=pull\n")
+    again = subprocess.run([str(REPO / "systemd-conf" / "install"), "--from", str(wheels[0]), "--prefix", str(opt),
+                            "--python", sys.executable, "--systemd-dir", str(units_dir), "--etc-dir", str(etc)],
+                           capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (etc / "pull.env").read_text() == "WALDUR_SYNC_DIRECTION=pull\n"  # never overwritten
+    share = opt / "share" / "waldur-slurm-agent"
+    assert all((share / name).is_file() for name in OPERATOR_FILES)
+
     version = subprocess.run([str(env_dir / "bin" / "waldur-slurm-agent"), "--version"], capture_output=True,
                              text=True, timeout=60, cwd=tmp_path)
     assert version.returncode == 0, version.stderr
@@ -243,3 +320,45 @@ def test_wheel_builds_and_installs_into_a_fresh_virtualenv(tmp_path):
     probe = subprocess.run([str(env_dir / "bin" / "python"), "-m", "waldur_slurm.observability", "check-heartbeat",
                             str(tmp_path / "none"), "--max-age", "1"], capture_output=True, text=True, timeout=60)
     assert probe.returncode == 1 and "does not exist" in probe.stdout  # the compose healthcheck works installed
+
+
+def test_install_script_refuses_a_python_older_than_3_11(tmp_path):
+    old = tmp_path / "python3"
+    old.write_text("#!/bin/sh\nexit 1\n")  # what `python3 -c 'sys.exit(version < (3, 11))'` says on 3.9
+    old.chmod(0o755)
+    result = subprocess.run([str(REPO / "systemd-conf" / "install"), "--python", str(old), "--prefix",
+                             str(tmp_path / "venv")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "no Python 3.11+" in result.stderr and "python3-venv" in result.stderr and "python3.11" in result.stderr
+    assert not (tmp_path / "venv").exists()
+
+
+def test_compose_entrypoint_does_not_restart_a_daemon_that_exited_2_but_returns_other_codes(tmp_path):
+    import signal
+    import time
+
+    entry = COMPOSE / "entrypoint.sh"
+    # The real agent, with a configuration error: no WALDUR_API_URL.
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    one_shot = subprocess.run([str(entry), "--diag"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60)
+    assert one_shot.returncode == EXIT_CONFIG and "WALDUR_API_URL" in one_shot.stderr
+    assert "not restarting" not in one_shot.stderr
+    daemon = subprocess.Popen([str(entry)], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        deadline = time.monotonic() + 60
+        assert daemon.stderr is not None
+        lines = []
+        while time.monotonic() < deadline:
+            line = daemon.stderr.readline()
+            lines.append(line)
+            if "not restarting" in line:
+                break
+        assert "exited with 2 (configuration error): not restarting" in lines[-1], lines
+        time.sleep(0.5)
+        assert daemon.poll() is None  # parked: a restart policy sees a running container, not an exit
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=30)
+    assert daemon.returncode == 0

@@ -110,7 +110,7 @@ def test_all_green_native(ready):
     assert w.provider_token not in out and f"****{w.provider_token[-4:]}" in out
     # Exactly: version, flavour probe, users/me, offering, one orders list; sacctmgr -V, list tres, state dump.
     assert [(r["method"], r["route"] or r["path"]) for r in w.requests()] == [
-        ("GET", "/api/version/"), ("GET", "/api/marketplace-slurm-remote/"), ("GET", "/api/users/me/"),
+        ("GET", "/api/version/"), ("GET", "/api/"), ("GET", "/api/users/me/"),
         ("GET", "/api/marketplace-provider-offerings/{uuid}/"), ("GET", "/api/marketplace-orders/")]
     assert slurm.executor.process_count == 3
 

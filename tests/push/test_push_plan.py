@@ -118,12 +118,17 @@ def test_limits_are_reported_only_when_no_order_runs() -> None:
 
 def test_associations_are_the_accounts_own_users_only_b7() -> None:
     state = slurm("acc_a", "acc_b", users={"acc_a": {"alice", "bob"}, "acc_b": {"carol"}})
-    held = {"a" * 32: frozenset({"bob", "mallory"})}
+    held = {"a" * 32: frozenset({"bob", "mallory"}), "b" * 32: frozenset()}
     plan = plan_push(
         [res(U1, "acc_a", alloc="a" * 32), res(U2, "acc_b", alloc="b" * 32)], state, [month()], COMPONENTS, held
     )
     got = {rp.uuid: (rp.assoc_create, rp.assoc_delete) for rp in plan.resources}
     assert got == {U1: (["alice"], ["mallory"]), U2: (["carol"], [])}
+    # an allocation whose associations were not read (its read failed) is left alone, never taken for "none held"
+    del held["b" * 32]
+    plan = plan_push([res(U2, "acc_b", alloc="b" * 32)], state, [month()], COMPONENTS, held)
+    assert plan.resources == [] and plan.unchanged == 1
+    assert plan.skipped == [f"resource {U2}: associations of its allocation not read; not synced"]
     # 8.x: no associations in Waldur, nothing planned
     assert plan_push([res(U1, "acc_a")], state, [month()], COMPONENTS, None).resources == []
 

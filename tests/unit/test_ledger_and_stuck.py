@@ -139,3 +139,16 @@ def test_usage_of_earlier_plan_periods_is_not_billed_again() -> None:
     assert lower.totals == {"mem": Decimal("0.00")} and "lower than 10.00" in anomalies[0]
     untouched, _ = Held.from_lists(usages[:1], []).current_period_share(res, month)
     assert untouched is month
+
+
+def test_metrics_show_the_held_orders_of_the_last_pull_cycle() -> None:
+    from waldur_slurm.cycle import CycleReport
+    from waldur_slurm.observability import Metrics
+
+    metrics = Metrics()
+    metrics.register("pull", 120)
+    metrics.record("pull", 1.0, CycleReport(kind="pull", stuck=2))
+    assert 'waldur_slurm_stuck_orders{task="pull"} 2' in metrics.render()
+    metrics.record("pull", 1.0, CycleReport(kind="pull"))
+    assert 'waldur_slurm_stuck_orders{task="pull"} 0' in metrics.render()
+    assert "stuck=0" in CycleReport(kind="pull").summary()

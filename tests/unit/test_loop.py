@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -139,8 +140,9 @@ def test_crashing_cycle_is_logged_and_the_loop_goes_on(tmp_path, caplog):
     assert len(summaries) == 2 and "done=1" in summaries[0]
     stats = metrics.tasks["pull"]
     assert (stats.cycles_ok, stats.cycles_error, stats.done, stats.slurm_processes, stats.http_requests) == (2, 2, 2, 4, 6)
-    # The heartbeat holds the time of the last successful cycle (t=20), not of the crash at t=30.
-    assert heartbeat.read_text().strip() == "1700000020.000"
+    # The heartbeat holds the time of the last successful cycle (t=20), and that the crash at t=30 made pull red.
+    task = json.loads(heartbeat.read_text())["tasks"]["pull"]
+    assert task == {"period": 10, "last_success": 1700000020.0, "last_error": "last cycle crashed: pull exploded"}
     assert os.stat(heartbeat).st_mtime == pytest.approx(1_700_000_020)
 
 
@@ -297,3 +299,207 @@ def test_extra_wakeup_runs_a_cycle_before_the_regular_one():
     task = PeriodicTask(base.name, base.period, base.fn, extra_wakeup=extra)
     loop([task], clock, stop)
     assert [t for _, t in calls] == [0, 1000, 1270]
+
+
+# ------------------------------------------------------------------ health = progress (issue 13)
+
+import json
+import socket
+
+from waldur_slurm.loop import EXIT_UNREACHABLE, unreachable_reason
+from waldur_slurm.observability import SystemdNotifier, check_heartbeat
+from waldur_slurm.slurm.errors import CommandNotFound, ContainerMissing, SlurmCommandError, SlurmUnavailable
+from waldur_slurm.waldur.errors import WaldurTransientError
+
+
+@pytest.mark.parametrize(
+    "exc, side",
+    [
+        (CommandNotFound(["sacctmgr"], "No such file or directory: 'sacctmgr'"), "SLURM"),
+        (ContainerMissing("container 'nope' not found on unix:///x"), "SLURM"),
+        (SlurmUnavailable("slurmdbd down"), "SLURM"),
+        (WaldurTransientError("GET /api/orders/: 503"), "Waldur"),
+        (SlurmCommandError(["sacctmgr"], 1, "", "bad value"), None),
+        (RuntimeError("a bug"), None),
+    ],
+)
+def test_unreachable_reason_names_the_side(exc, side):
+    reason = unreachable_reason(exc)
+    assert (reason.split(" ", 1)[0] if reason else None) == side
+    if reason:
+        assert reason.startswith(f"{side} unreachable: ") and "\n" not in reason
+
+
+def test_unreachable_error_is_one_line_no_traceback_and_not_progress(tmp_path, caplog):
+    stop = threading.Event()
+    clock = FakeClock(stop, until=10**9)
+    calls: list[tuple[str, float]] = []
+    missing = CommandNotFound(["sacctmgr", "list"], "No such file or directory: 'sacctmgr'")
+    tasks = [make_task("pull", 120, clock, calls, raise_exc=missing), make_task("membership", 300, clock, calls)]
+    heartbeat = tmp_path / "hb"
+    metrics = Metrics(started=clock.wall())
+    with caplog.at_level(logging.INFO, logger="waldur_slurm.loop"):
+        code = loop(tasks, clock, stop, once=True, heartbeat_file=str(heartbeat), metrics=metrics)
+    assert code == EXIT_UNREACHABLE
+    pull_lines = [r for r in caplog.records if r.getMessage().startswith("pull")]
+    assert len(pull_lines) == 1 and pull_lines[0].levelno == logging.WARNING
+    assert pull_lines[0].exc_info is None  # no traceback
+    assert "unreachable: SLURM unreachable: command not found: sacctmgr" in pull_lines[0].getMessage()
+    ok, reason = metrics.healthy(clock.wall())
+    assert not ok and reason.startswith("pull: SLURM unreachable: command not found: sacctmgr")
+    assert "membership" not in reason  # the other task progressed
+    healthy, line = check_heartbeat(heartbeat, now=clock.wall())
+    assert not healthy and "pull: SLURM unreachable" in line and "membership" not in line
+    data = json.loads(heartbeat.read_text())
+    assert data["tasks"]["membership"]["last_success"] == clock.wall()
+    assert data["tasks"]["pull"]["last_success"] is None
+
+
+@pytest.mark.parametrize(
+    "pull_report, expected",
+    [
+        (CycleReport(kind="pull", deferred=2, unreachable=["Waldur unreachable: 503"]), EXIT_UNREACHABLE),
+        (CycleReport(kind="pull", failed=1, unreachable=["SLURM unreachable: x"]), EXIT_FAILED),  # a failure wins
+        (CycleReport(kind="pull", deferred=2), EXIT_OK),  # deferred work alone is not a failure
+    ],
+)
+def test_once_exit_code_for_a_cycle_that_could_not_reach_a_side(pull_report, expected):
+    stop = threading.Event()
+    clock = FakeClock(stop, until=10**9)
+    calls: list[tuple[str, float]] = []
+    assert loop([make_task("pull", 120, clock, calls, report=pull_report)], clock, stop, once=True) == expected
+
+
+def test_probe_runs_only_after_a_cycle_that_did_not_touch_slurm():
+    stop = threading.Event()
+    clock = FakeClock(stop, until=10**9)
+    probes: list[str] = []
+
+    def probe() -> str | None:
+        probes.append("probe")
+        return "SLURM unreachable: container 'nope' not found"
+
+    idle = PeriodicTask("pull", 120, lambda dry: CycleReport(kind="pull"), probe=probe)
+    assert loop([idle], clock, stop, once=True) == EXIT_UNREACHABLE
+    assert probes == ["probe"]
+    busy = PeriodicTask("pull", 120, lambda dry: CycleReport(kind="pull", seen=1, done=1, slurm_processes=2),
+                        probe=probe)
+    assert loop([busy], clock, stop, once=True) == EXIT_OK
+    assert probes == ["probe"]  # the cycle reached SLURM itself: no probe
+
+
+def test_a_failed_cycle_turns_health_red_at_once_and_a_success_turns_it_green():
+    stop = threading.Event()
+    clock = FakeClock(stop, until=250)
+    outcomes = iter([CycleReport(kind="push", done=1, slurm_processes=2),
+                     CycleReport(kind="push", unreachable=["SLURM unreachable: slurmdbd down"]),
+                     CycleReport(kind="push", done=1, slurm_processes=2)])
+    seen: list[tuple[bool, str]] = []
+    metrics = Metrics(started=clock.wall())
+
+    def fn(dry_run: bool) -> CycleReport:
+        seen.append(metrics.healthy(clock.wall()))
+        return next(outcomes)
+
+    loop([PeriodicTask("push", 100, fn)], clock, stop, metrics=metrics)
+    assert seen == [(True, "ok"), (True, "ok"), (False, "push: SLURM unreachable: slurmdbd down")]
+    assert metrics.healthy(clock.wall()) == (True, "ok")
+    assert (metrics.tasks["push"].cycles_ok, metrics.tasks["push"].cycles_unreachable) == (2, 1)
+
+
+def test_cycle_summary_is_one_json_record_with_the_counters_as_fields():
+    import io
+
+    from waldur_slurm.observability import setup_logging
+
+    stream = io.StringIO()
+    handler = setup_logging(level="INFO", fmt="json", stream=stream)
+    try:
+        stop = threading.Event()
+        report = CycleReport(kind="pull", seen=3, done=2, failed=1, writes=4, slurm_processes=2, http_requests=9)
+        run_loop([PeriodicTask("pull", 60, lambda dry: report)], once=True, dry_run=False, stop_event=stop)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    summaries = [r for r in records if r["message"].startswith("pull cycle:")]
+    assert len(summaries) == 1
+    fields = summaries[0]
+    assert {k: fields[k] for k in ("task", "seen", "done", "failed", "deferred", "skipped", "writes",
+                                   "slurm_processes", "http_requests", "unreachable")} == {
+        "task": "pull", "seen": 3, "done": 2, "failed": 1, "deferred": 0, "skipped": 0, "writes": 4,
+        "slurm_processes": 2, "http_requests": 9, "unreachable": []}
+    assert isinstance(fields["duration_s"], float)
+
+
+class NotifySocket:
+    """A real unix datagram socket standing in for systemd's $NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.path = path
+        self.received: list[list[str]] = []
+        self.done = threading.Event()
+        # Read as systemd does, while the agent runs: the kernel queues only ~10 datagrams.
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while not self.done.is_set():
+            try:
+                self.received.append(self.sock.recv(4096).decode().split("\n"))
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+    def messages(self) -> list[list[str]]:
+        time.sleep(0.3)  # let the reader drain the queue
+        return list(self.received)
+
+    def close(self) -> None:
+        self.done.set()
+        self.reader.join(5)
+        self.sock.close()
+
+
+def test_sd_notify_ready_then_watchdog_only_while_healthy(tmp_path):
+    server = NotifySocket(tmp_path / "notify")
+    try:
+        notifier = SystemdNotifier({"NOTIFY_SOCKET": str(server.path), "WATCHDOG_USEC": "60000000"})
+        assert notifier.ping_every() == 30
+        stop = threading.Event()
+        clock = FakeClock(stop, until=400)
+        outcomes = [CycleReport(kind="pull", done=1, slurm_processes=1),
+                    CycleReport(kind="pull", unreachable=["SLURM unreachable: command not found: sacctmgr"])]
+
+        def fn(dry_run: bool) -> CycleReport:
+            return outcomes[0] if clock.now < 100 else outcomes[1]
+
+        loop([PeriodicTask("pull", 120, fn)], clock, stop, notifier=notifier)
+        messages = server.messages()
+    finally:
+        server.close()
+    assert messages[0] == ["READY=1", "STATUS=running the first cycles"]
+    assert messages[1] == ["WATCHDOG=1", "STATUS=healthy"]  # after the good cycle at t=0
+    # Then pings at t=0, 30, 60, 90 of the wait (status unchanged, not repeated); at t=120 the cycle fails:
+    # the status says why and the watchdog is not fed any more.
+    assert messages[2:6] == [["WATCHDOG=1"]] * 4
+    assert messages[6] == ["STATUS=pull: SLURM unreachable: command not found: sacctmgr"]
+    assert all("WATCHDOG=1" not in m for m in messages[6:])
+    assert messages[-1] == ["STOPPING=1"]
+    assert clock.waits[:4] == [30, 30, 30, 30]  # woken up to feed the watchdog, not a 120 s sleep
+
+
+def test_sd_notify_is_silent_without_a_socket_and_survives_a_vanished_one(tmp_path, caplog):
+    assert not SystemdNotifier({}).enabled
+    assert SystemdNotifier({}).notify("READY=1") is False
+    gone = SystemdNotifier({"NOTIFY_SOCKET": str(tmp_path / "gone")})
+    with caplog.at_level(logging.WARNING):
+        assert gone.notify("READY=1") is False
+        assert gone.notify("WATCHDOG=1") is False
+    assert len([r for r in caplog.records if "cannot notify systemd" in r.getMessage()]) == 1
+    assert SystemdNotifier({"NOTIFY_SOCKET": "@abstract"}).address == "\0abstract"
+    other = SystemdNotifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"})
+    assert other.watchdog_interval is None  # the watchdog is another process's

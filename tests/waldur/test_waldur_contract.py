@@ -69,8 +69,15 @@ def table_2024() -> dict[tuple[str, str], list[int]]:
     return table
 
 
+# DRF's router root: every Waldur release serves it (the facade's flavour probe), but its view sets
+# ``schema = None``, so the OpenAPI schema never lists it.
+ROUTER_ROOT_8 = {("GET", "/api/"): [200]}
+
+
 def documented_statuses(profile: str, method: str, route: str) -> list[int] | None:
     if profile == "8":
+        if (method, route) in ROUTER_ROOT_8:
+            return ROUTER_ROOT_8[(method, route)]
         op = schema_extract()["paths"].get(route, {}).get(method)
         return None if op is None else list(op["responses"])
     return table_2024().get((method, route))
@@ -264,6 +271,8 @@ def test_every_8x_body_parses_with_the_sdk_models() -> None:
     for e in log:
         if e["route"] is None or not 200 <= e["status"] < 300 or e["method"] == "HEAD":
             continue
+        if (e["method"], e["route"]) in ROUTER_ROOT_8:
+            continue  # the flavour probe: no SDK function exists for the router root (its view has no schema)
         result = parse_with_sdk(e["method"], e["route"], e["status"], e["response_body"])
         items = result if isinstance(result, list) else [result]
         parsed_types.setdefault(e["route"], set()).update(type(x).__name__ for x in items)

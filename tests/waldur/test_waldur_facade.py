@@ -6,7 +6,9 @@ import datetime as dt
 import json
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qs
 
+import httpx
 import pytest
 from waldur_standin.testing import StandIn
 
@@ -49,9 +51,9 @@ def test_flavour_is_detected_once(standin_any: StandIn) -> None:
     assert client.flavour == standin_any.profile
     assert client.flavour == standin_any.profile
     assert client.requests_total == 1
-    probe = standin_any.requests()[0]
-    assert (probe["method"], probe["path"]) == ("GET", "/api/marketplace-slurm-remote/")
-    assert probe["status"] == (404 if standin_any.profile == "8" else 405)
+    # The API root answers 200 on both flavours: no 404/405 in the server's log at every start.
+    [probe] = standin_any.requests()
+    assert (probe["method"], probe["path"], probe["status"]) == ("GET", "/api/", 200)
 
 
 def test_server_version_whoami_and_user_agent(waldur_client_any: WaldurClient) -> None:
@@ -210,7 +212,7 @@ def test_allocation_state_is_a_no_op_on_8(waldur_client: WaldurClient) -> None:
     project, _ = project_with_member(w)
     [res] = w.create_resources(waldur_client.offering_uuid, project, 1)
     assert waldur_client.set_allocation_state(res, "ok") is False
-    assert [e["path"] for e in w.requests()] == ["/api/marketplace-slurm-remote/"]  # the probe only
+    assert [e["path"] for e in w.requests()] == ["/api/"]  # the probe only
 
 
 def test_mark_order_erred_only_touches_executing_orders(waldur_client_any: WaldurClient) -> None:
@@ -485,7 +487,7 @@ def test_associations(waldur_client_any: WaldurClient) -> None:
         assert client.create_association(res, "alice_c") is False
         assert client.list_associations(res) == []
         assert client.delete_association(res, "alice_c") is False
-        assert client.list_offering_associations() == {}
+        assert client.list_offering_associations(["0" * 32]) == {}
         assert client.requests_total == 1  # only the flavour probe
         return
     assert client.create_association(res, "alice_c") is True
@@ -495,17 +497,114 @@ def test_associations(waldur_client_any: WaldurClient) -> None:
     assert client.list_associations(res) == []
 
 
-def test_offering_wide_associations_in_one_paged_list(standin_2024: StandIn) -> None:
+def test_associations_on_one_page_are_read_in_one_request(standin_2024: StandIn) -> None:
     w = standin_2024
     client = make_client(w, w.setup_offering())
     project, _ = project_with_member(w)
-    resources = w.create_resources(client.offering_uuid, project, 160)
+    resources = w.create_resources(client.offering_uuid, project, 3)
+    client.create_association(resources[0], "alice_c")
+    client.create_association(resources[1], "bob_c")
+    allocs = [client.get_resource(r).allocation_uuid for r in resources]
+    client.reset_counts()
+    assert client.list_offering_associations(allocs) == {
+        allocs[0]: frozenset({"alice_c"}), allocs[1]: frozenset({"bob_c"}), allocs[2]: frozenset()
+    }
+    assert client.request_counts == {"GET": 1}  # the whole server's list fits one page: one consistent query
+    assert client.list_offering_associations([]) == {}
+    assert client.request_counts == {"GET": 1}  # nothing wanted, nothing read
+
+
+def test_associations_past_one_page_are_read_exactly_per_allocation(standin_2024: StandIn) -> None:
+    """The 2024 server pages associations by username only (ties broken anew by each query) and unscoped: a
+    paged read of 320 rows sharing two usernames skips some rows and repeats others. Each allocation read on
+    its own is exact, other offerings' associations are not read, and a failed read stays with its allocation."""
+    w = standin_2024
+    client = make_client(w, w.setup_offering())
+    other = make_client(w, w.setup_offering())  # another offering on the server: its rows are not ours
+    project, _ = project_with_member(w)
+    resources = w.create_resources(client.offering_uuid, project, 150)
     for r in resources:
         client.create_association(r, "alice_c")
         client.create_association(r, "bob_c")
-    allocations = {r: client.get_resource(r).allocation_uuid for r in resources[:2]}
+    for r in w.create_resources(other.offering_uuid, project, 10):
+        other.create_association(r, "alice_c")
+        other.create_association(r, "bob_c")
+    allocs = [a for r in resources if (a := client.get_resource(r).allocation_uuid)]
+    assert len(allocs) == 150
+
+    # What a paged read of the whole list gets (the agent's old way): not every row, some twice.
+    seen: list[str] = []
+    for page in (1, 2):
+        resp = httpx.get(f"{w.url}/api/slurm-associations/", params={"page": page, "page_size": 300},
+                         headers={"Authorization": f"Token {w.provider_token}"})
+        seen += [row["uuid"] for row in resp.json()]
+    assert len(seen) == 320 and len(set(seen)) < 320
+
     client.reset_counts()
-    by_alloc = client.list_offering_associations()
-    assert client.request_counts == {"GET": 2}  # 320 associations: 300 + 20
-    assert len(by_alloc) == 160
-    assert by_alloc[allocations[resources[0]]] == frozenset({"alice_c", "bob_c"})
+    w.clear_requests()
+    by_alloc = client.list_offering_associations(allocs, workers=4)
+    assert by_alloc == {a: frozenset({"alice_c", "bob_c"}) for a in allocs}
+    assert client.request_counts == {"GET": 1 + 150}  # the first page shows more follow; then one per allocation
+    queried = sorted(parse_qs(e["query"])["allocation_uuid"][0].replace("-", "") for e in w.requests()[1:])
+    assert queried == sorted(allocs)
+
+    # One allocation's read keeps failing (503 past the retries): it maps to its error, the others are exact.
+    w.inject_fault("/api/slurm-associations/", status=503, count=4, skip=1 + 10)
+    client.reset_counts()
+    by_alloc = client.list_offering_associations(allocs)
+    failed = [a for a, v in by_alloc.items() if isinstance(v, WaldurTransientError)]
+    assert failed == [allocs[10]]
+    assert all(v == frozenset({"alice_c", "bob_c"}) for a, v in by_alloc.items() if a not in failed)
+    assert client.request_counts == {"GET": 1 + 150 + 3}  # the failing one was retried 3 times
+
+
+def test_every_list_asks_for_the_fields_the_agent_uses(waldur_client_any: WaldurClient) -> None:
+    """field= on every paginated list: a full resource costs the 2024 server ~10x the fields the agent reads.
+    The association list is the exception: its serializer has no field selection and only 3 fields."""
+    from waldur_slurm.waldur import client as facade
+
+    client = waldur_client_any
+    w: StandIn = client.standin  # type: ignore[attr-defined]
+    project, _ = project_with_member(w)
+    [res] = w.create_resources(client.offering_uuid, project, 1)
+    w.place_order(client.offering_uuid, project)
+    assert client.flavour == w.profile
+    w.clear_requests()
+    orders = client.list_orders()
+    resources = client.list_resources(states=["OK"])
+    client.list_offering_users()
+    client.list_component_usages(utc_today())
+    client.list_user_usages(utc_today())
+    expected = {
+        "/api/marketplace-orders/": facade.ORDER_FIELDS,
+        "/api/marketplace-provider-resources/": facade.RESOURCE_FIELDS,
+        "/api/marketplace-offering-users/": facade.OFFERING_USER_FIELDS,
+        "/api/marketplace-component-usages/": facade.COMPONENT_USAGE_FIELDS,
+        "/api/marketplace-component-user-usages/": facade.USER_USAGE_FIELDS,
+    }
+    sent = {e["path"]: tuple(parse_qs(e["query"]).get("field", [])) for e in w.requests()}
+    assert sent == expected
+    # what the agent reads from them is still there
+    assert [r.uuid for r in resources] == [res] and resources[0].limits is not None and resources[0].project_uuid
+    assert orders and orders[0].type == "Create" and orders[0].project_uuid == project and orders[0].customer_uuid
+
+
+@pytest.mark.parametrize("when", ["after", "before"])
+def test_set_usage_is_checked_not_resent_after_an_ambiguous_failure(waldur_client_any: WaldurClient, when: str) -> None:
+    """A dropped answer to set_usage: the facade re-reads the month's usage of that resource. Applied (dropped
+    after): success. Not applied (dropped before): the error stands for the next cycle. Never sent twice."""
+    client = waldur_client_any
+    w: StandIn = client.standin  # type: ignore[attr-defined]
+    project, _ = project_with_member(w)
+    [res] = w.create_resources(client.offering_uuid, project, 1)
+    assert client.flavour == w.profile
+    w.inject_fault("/api/marketplace-component-usages/set_usage/", kind="drop", when=when, count=None)
+    client.reset_counts()
+    if when == "after":
+        client.set_usage(res, {"cpu": Decimal("12.5"), "mem": 3})
+    else:
+        with pytest.raises(WaldurTransientError):
+            client.set_usage(res, {"cpu": Decimal("12.5"), "mem": 3})
+    assert client.request_counts == {"POST": 1, "GET": 1}
+    held = {u.type: u.usage for u in client.list_component_usages(utc_today(), resource_uuid=res)}
+    assert held == ({"cpu": Decimal("12.5"), "mem": Decimal("3")} if when == "after" else {})

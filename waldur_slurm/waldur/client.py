@@ -88,15 +88,19 @@ from waldur_api_client.api.version import version_retrieve
 from waldur_api_client.models import (
     BillingTypeEnum,
     ComponentUsageCreateRequest,
+    ComponentUsageFieldEnum,
     ComponentUsageItemRequest,
     ComponentUserUsageBulkCreateRequest,
     ComponentUserUsageCreateRequest,
+    ComponentUserUsageFieldEnum,
     LimitPeriodEnum,
     OfferingComponentRequest,
+    OfferingUserFieldEnum,
     OfferingUserRequest,
     OfferingUserState,
     OfferingUserStateTransitionRequest,
     OrderApproveByProviderRequest,
+    OrderDetailsFieldEnum,
     OrderErrorDetailsRequest,
     OrderProviderRejectionRequest,
     OrderState,
@@ -145,9 +149,28 @@ log = logging.getLogger("waldur_slurm.waldur")
 
 FLAVOUR_8 = "8"
 FLAVOUR_2024 = "2024"
-SLURM_REMOTE = "/api/marketplace-slurm-remote/"
+API_ROOT = "/api/"
+SLURM_REMOTE_PREFIX = "marketplace-slurm-remote"
+SLURM_REMOTE = f"/api/{SLURM_REMOTE_PREFIX}/"
+ASSOCIATIONS = "/api/slurm-associations/"
 MAX_PAGE_SIZE = 300
 _LINK_RE = re.compile(r'<([^>]*)>\s*;\s*rel="?([A-Za-z]+)"?')
+
+# ``field=`` of every list the agent reads: only what the models parse and the agent uses. A full resource
+# costs the server far more than these (2.3-5.4 s per page of 300 on the 2024 server, against 0.2-0.3 s).
+# Servers ignore names their serializer lacks (the 2024 offering user has no ``state``), and lists whose
+# serializer has no field selection answer every field anyway (the 2024 usages and associations).
+ORDER_FIELDS = (
+    "uuid", "type", "state", "offering_uuid", "marketplace_resource_uuid", "resource_uuid", "resource_name",
+    "attributes", "project_uuid", "customer_uuid", "limits", "created", "modified", "error_message", "plan_uuid",
+    "old_plan_uuid",
+)  # fmt: skip
+RESOURCE_FIELDS = (
+    "uuid", "name", "state", "backend_id", "limits", "offering_uuid", "project_uuid", "customer_uuid", "resource_uuid",
+)  # fmt: skip
+OFFERING_USER_FIELDS = ("uuid", "user_uuid", "user", "username", "state", "offering_uuid", "user_username", "is_restricted")
+COMPONENT_USAGE_FIELDS = ("uuid", "resource_uuid", "type", "usage", "billing_period")
+USER_USAGE_FIELDS = ("uuid", "component_usage", "username", "usage", "component_type", "resource_uuid", "billing_period")
 
 # order states that mean "approved by the provider" once approve_by_provider was sent
 _APPROVED_STATES = frozenset({"executing", "done", "erred"})
@@ -369,13 +392,15 @@ class WaldurClient:
     # ------------------------------------------------------------------ server
     @property
     def flavour(self) -> str:
-        """``"8"`` or ``"2024"``, detected once by probing ``/api/marketplace-slurm-remote/``.
+        """``"8"`` or ``"2024"``, detected once from the API root (``GET /api/``, DRF's router index).
 
-        8.x has no such route (404, Django's HTML page, before any auth check); the 2024 server answers it.
+        The 2024 server registers ``marketplace-slurm-remote`` there; 8.x has no such route. The root answers
+        200 on both, whereas probing the slurm-remote list itself costs a 405 on 2024 (its list action is
+        disabled) and a 404 on 8.x, an error in the server's log at every start.
         """
         if self._flavour is None:
-            resp = self._raw("GET", SLURM_REMOTE, params={"page_size": 1}, ok_statuses=(403, 404, 405))
-            self._flavour = FLAVOUR_8 if resp.status_code == 404 else FLAVOUR_2024
+            root = self._json(self._raw("GET", API_ROOT))
+            self._flavour = FLAVOUR_2024 if isinstance(root, dict) and SLURM_REMOTE_PREFIX in root else FLAVOUR_8
             log.info("Waldur server flavour: %s", self._flavour)
         return self._flavour
 
@@ -478,7 +503,11 @@ class WaldurClient:
         modified_since: dt.datetime | None = None,
     ) -> list[Order]:
         """Orders of the offering in these states (all pages), optionally only those modified since a time."""
-        filters: dict[str, Any] = {"offering_uuid": UUID(self.offering_uuid), "state": [OrderState(s) for s in states]}
+        filters: dict[str, Any] = {
+            "offering_uuid": UUID(self.offering_uuid),
+            "state": [OrderState(s) for s in states],
+            "field": [OrderDetailsFieldEnum(f) for f in ORDER_FIELDS],
+        }
         if types is not None:
             filters["type_"] = [RequestTypes(t) for t in types]
         if modified_since is not None:
@@ -600,12 +629,11 @@ class WaldurClient:
         fields: Iterable[str] | None = None,
         backend_id: str | None = None,
     ) -> list[Resource]:
-        """Resources of the offering (all pages); ``fields`` asks the server for fewer fields."""
+        """Resources of the offering (all pages), with ``fields`` only (default: ``RESOURCE_FIELDS``)."""
         filters: dict[str, Any] = {"offering_uuid": [UUID(self.offering_uuid)]}
         if states is not None:
             filters["state"] = [ResourceState(s) for s in states]
-        if fields is not None:
-            filters["field"] = [ResourceFieldEnum(f) for f in fields]
+        filters["field"] = [ResourceFieldEnum(f) for f in (RESOURCE_FIELDS if fields is None else fields)]
         if backend_id is not None:
             filters["backend_id"] = backend_id
         return [Resource.from_json(d) for d in self._list_all(marketplace_provider_resources_list, **filters)]
@@ -714,7 +742,10 @@ class WaldurClient:
     # ------------------------------------------------------------------ offering users
     def list_offering_users(self, states: Iterable[str] | None = None) -> list[OfferingUser]:
         """Offering users of the offering (all pages). ``states`` only on 8.x; the 2024 server has none."""
-        filters: dict[str, Any] = {"offering_uuid": [UUID(self.offering_uuid)]}
+        filters: dict[str, Any] = {
+            "offering_uuid": [UUID(self.offering_uuid)],
+            "field": [OfferingUserFieldEnum(f) for f in OFFERING_USER_FIELDS],
+        }
         if states is not None and self.flavour == FLAVOUR_8:
             filters["state"] = [OfferingUserState(s) for s in states]
         return [OfferingUser.from_json(d) for d in self._list_all(marketplace_offering_users_list, **filters)]
@@ -749,7 +780,11 @@ class WaldurClient:
     # ------------------------------------------------------------------ usage
     def list_component_usages(self, billing_period: dt.date, resource_uuid: str | None = None) -> list[ComponentUsage]:
         """Reported usages of the month for the whole offering (or one resource), all pages."""
-        filters: dict[str, Any] = {"offering_uuid": UUID(self.offering_uuid), "billing_period": billing_period.replace(day=1)}
+        filters: dict[str, Any] = {
+            "offering_uuid": UUID(self.offering_uuid),
+            "billing_period": billing_period.replace(day=1),
+            "field": [ComponentUsageFieldEnum(f) for f in COMPONENT_USAGE_FIELDS],
+        }
         if resource_uuid is not None:
             filters["resource_uuid"] = UUID(resource_uuid)
         return [ComponentUsage.from_json(d) for d in self._list_all(marketplace_component_usages_list, **filters)]
@@ -758,6 +793,7 @@ class WaldurClient:
         filters: dict[str, Any] = {
             "offering_uuid": UUID(self.offering_uuid),
             "component_usage_billing_period": billing_period.replace(day=1),
+            "field": [ComponentUserUsageFieldEnum(f) for f in USER_USAGE_FIELDS],
         }
         if resource_uuid is not None:
             filters["resource_uuid"] = UUID(resource_uuid)
@@ -771,9 +807,24 @@ class WaldurClient:
         """
         if not usages:
             return
-        items = [ComponentUsageItemRequest(type_=str(t), amount=usage_amount(a)) for t, a in usages.items()]
+        amounts = {str(t): usage_amount(a) for t, a in usages.items()}
+        items = [ComponentUsageItemRequest(type_=t, amount=a) for t, a in amounts.items()]
         body = ComponentUsageCreateRequest(usages=items, resource=UUID(resource_uuid), date=date if date is not None else UNSET)
-        self._send(marketplace_component_usages_set_usage, body=body, idempotent=True)
+        period = (date or dt.datetime.now(dt.timezone.utc)).date()
+
+        def applied() -> bool:
+            held = {cu.type: cu.usage for cu in self.list_component_usages(period, resource_uuid=resource_uuid)}
+            return all(held.get(t) == Decimal(a) for t, a in amounts.items())
+
+        # Sent once, never retried blind: the month's first report makes the server build invoice items,
+        # which took up to 15 s per call on the 2024 server, so a timeout often means "applied, answered
+        # late". An ambiguous failure is checked by re-reading the month's usage; if it is not there, the
+        # error stands and the next cycle (which re-reads what Waldur holds) sends it again.
+        self._write_verified(
+            lambda: self._send(marketplace_component_usages_set_usage, body=body, idempotent=False),
+            applied,
+            f"set usage of resource {resource_uuid}",
+        )
 
     def set_user_usages(self, component_usage_uuid: str, usages: Mapping[str, Any]) -> None:
         """Per-user shares of one ComponentUsage (username -> amount): one bulk call on 8.x, one per user on 2024."""
@@ -810,25 +861,64 @@ class WaldurClient:
             return []
         return [str(d.get("username", "")) for d in _association_pages(self, {"allocation_uuid": alloc})]
 
-    def list_offering_associations(self) -> dict[str, frozenset[str]]:
-        """2024: every association the token can see, as allocation uuid -> usernames, in one paged list
-        (ceil(N/page_size) requests). {} on 8.x without a request."""
+    def list_offering_associations(
+        self, allocation_uuids: Iterable[str], *, workers: int = 1
+    ) -> dict[str, frozenset[str] | WaldurError]:
+        """2024: the usernames associated with each of these allocations, exactly; {} on 8.x without a request.
+
+        ``/api/slurm-associations/`` is neither scoped nor stably ordered on the 2024 server: every token sees
+        every association of the server, sorted by username only, so rows sharing a username are skipped or
+        repeated across pages (1,233 rows paged into 1,068 distinct ones). A paged read of it can neither
+        prove an association absent (a removal would be missed) nor present (it would be created again).
+        So: one request for the first page; when that is the whole list (no next page) it is one consistent
+        query and is used. Otherwise each allocation is read on its own with ``allocation_uuid=``, ``workers``
+        at a time: within one allocation usernames are unique, so its pages are exact.
+
+        An allocation whose read failed maps to its error (its associations are left alone this cycle); an
+        authentication error is raised.
+        """
         if self.flavour != FLAVOUR_2024:
             return {}
-        out: dict[str, set[str]] = {}
-        for item in _association_pages(self, {}):
-            alloc = uuid_from_url(item.get("allocation")) or norm_uuid(item.get("allocation_uuid"))
-            username = item.get("username")
-            if alloc and isinstance(username, str) and username:
-                out.setdefault(alloc, set()).add(username)
-        return {k: frozenset(v) for k, v in out.items()}
+        wanted = list(dict.fromkeys(a for a in (norm_uuid(x) for x in allocation_uuids) if a))
+        if not wanted:
+            return {}
+        first = self._raw("GET", ASSOCIATIONS, params={"page": 1, "page_size": self.page_size})
+        if _next_page(first.headers.get("Link")) is None:
+            whole = _usernames_by_allocation(self._items(first))
+            return {a: whole.get(a, frozenset()) for a in wanted}
+        out: dict[str, frozenset[str] | WaldurError] = {}
+
+        def one(alloc: str) -> None:
+            try:
+                rows = _association_pages(self, {"allocation_uuid": alloc})
+            except WaldurAuthError:
+                raise
+            except WaldurError as exc:
+                out[alloc] = exc
+                return
+            out[alloc] = _usernames_by_allocation(rows).get(alloc, frozenset())
+
+        run_bounded(one, wanted, workers, name="waldur-read")
+        return out
+
+
+def _usernames_by_allocation(rows: Iterable[Mapping[str, Any]]) -> dict[str, frozenset[str]]:
+    out: dict[str, set[str]] = {}
+    for item in rows:
+        alloc = uuid_from_url(item.get("allocation")) or norm_uuid(item.get("allocation_uuid"))
+        username = item.get("username")
+        if alloc and isinstance(username, str) and username:
+            out.setdefault(alloc, set()).add(username)
+    return {k: frozenset(v) for k, v in out.items()}
 
 
 def _association_pages(client: WaldurClient, params: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     page: int | None = 1
-    while page is not None:
-        resp = client._raw("GET", "/api/slurm-associations/", params={**params, "page": page, "page_size": client.page_size})
+    seen: set[int] = set()
+    while page is not None and page not in seen:
+        seen.add(page)
+        resp = client._raw("GET", ASSOCIATIONS, params={**params, "page": page, "page_size": client.page_size})
         out.extend(client._items(resp))
         page = _next_page(resp.headers.get("Link"))
     return out

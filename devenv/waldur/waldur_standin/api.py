@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from .http import USER_KEY, Filters, empty_response, json_response, ordered, paginated, read_json
+from .http import USER_KEY, Filters, empty_response, json_response, mastermind_username_order, ordered, paginated, read_json
 from .render import Renderer
 from .store import (
     OFFERING_USER_STATES,
@@ -75,6 +75,7 @@ class Api:
         ou = "/api/marketplace-offering-users/{uuid}/"
         cu = "/api/marketplace-component-usages/{uuid}/"
         rs = [
+            web.get("/api/", self.api_root),
             web.get("/api/version/", self.version),
             web.get("/api/users/me/", self.users_me),
             web.get(po, self.offering_retrieve),
@@ -139,6 +140,16 @@ class Api:
         return out
 
     # ------------------------------------------------------------------ misc
+    async def api_root(self, request: web.Request) -> web.Response:
+        """DRF's router root, as Mastermind serves it: every registered list prefix -> its URL (auth required).
+        Only router prefixes are listed (``/api/version/`` is a plain URL pattern, so it is not)."""
+        self.user(request)
+        prefixes = sorted({
+            r.path.split("/")[2] for r in self.routes() if r.path.count("/") >= 3 and r.path.split("/")[2] not in ("", "version")
+        })
+        base = f"{request.scheme}://{request.host}/api/"
+        return json_response({p: f"{base}{p}/" for p in prefixes})
+
     async def version(self, request: web.Request) -> web.Response:
         return json_response({"version": self.s.version, "latest_version": None})
 
@@ -474,18 +485,13 @@ class Api:
         return json_response({"detail": "Association between the allocation and the username has been successfully deleted."})
 
     async def associations_list(self, request: web.Request) -> web.Response:
-        user = self.user(request)
+        self.user(request)
         s = self.s
         allocs = Filters(request).uuids("allocation_uuid")
-        visible = s.visible_offerings(user)
-        out = []
-        for a in s.associations.values():
-            if allocs is not None and a["allocation_uuid"] not in allocs:
-                continue
-            res = s.resources[s.allocations[a["allocation_uuid"]]["resource_uuid"]]
-            if res["offering_uuid"] in visible:
-                out.append(a)
-        return paginated(request, out, self.r(request).association)
+        # Mastermind's Association model has no Permissions class, so every token sees every association
+        # of the server, not only its offerings' (waldur_slurm.views.AssociationViewSet, Oct 2024).
+        out = [a for a in s.associations.values() if allocs is None or a["allocation_uuid"] in allocs]
+        return paginated(request, mastermind_username_order(out, request), self.r(request).association)
 
     # ------------------------------------------------------------------ offering users
     async def offering_users_list(self, request: web.Request) -> web.Response:

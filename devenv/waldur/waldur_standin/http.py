@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import fnmatch
+import hashlib
 import itertools
 import json
 import time
@@ -168,6 +169,15 @@ def _page_url(request: web.Request, page: int | None) -> str:
     pairs.sort(key=lambda kv: kv[0])
     url = request.url.with_query(pairs) if pairs else request.url.with_query(None)
     return str(url.with_scheme(request.scheme).with_host(request.url.host or "localhost"))
+
+
+def mastermind_username_order(items: Sequence[dict[str, Any]], request: web.Request) -> list[dict[str, Any]]:
+    """Associations as Mastermind pages them: ``order_by("username")`` and nothing else, so PostgreSQL
+    breaks ties differently for each LIMIT/OFFSET query. Measured on the Oct-2024 server: paging 1,233 rows
+    returned 1,068 distinct ones. Ties are broken here by a hash of the row and the requested page, so
+    rows that share a username across a page boundary are skipped or repeated the same way."""
+    page = f"{request.query.get('page', '1')}/{request.query.get('page_size', '')}"
+    return sorted(items, key=lambda a: (a["username"], hashlib.sha256(f"{page}/{a['uuid']}".encode()).digest()))
 
 
 def paginated(request: web.Request, items: Sequence[Any], render: Callable[[Any], dict[str, Any]]) -> web.Response:
@@ -369,11 +379,15 @@ def recording_middleware(recorder: Recorder) -> Any:
         if fault is not None:
             entry["fault"] = f"{fault.kind}:{fault.when}" + (f":{fault.status}" if fault.kind == "status" else "")
             if fault.kind == "delay":
-                await asyncio.sleep(fault.delay)
+                if fault.when == "before":
+                    await asyncio.sleep(fault.delay)
             elif fault.when == "before":
                 return _apply_fault(request, fault, entry)
         resp = await _dispatch(request, handler)
-        if fault is not None and fault.kind != "delay" and fault.when == "after":
+        if fault is not None and fault.kind == "delay" and fault.when == "after":
+            # applied now, answered late: a slow server that did the work after the client gave up
+            await asyncio.sleep(fault.delay)
+        elif fault is not None and fault.kind != "delay" and fault.when == "after":
             return _apply_fault(request, fault, entry)
         override = recorder.take_override(method, request.path, template) if resp.get(JSON_KEY) is not None else None
         if override is not None and isinstance(resp, web.Response):

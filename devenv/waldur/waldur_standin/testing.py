@@ -283,7 +283,8 @@ class StandIn:
         kind ``status``: answer ``status`` (nginx-style page for 502/503/504). ``when="after"`` applies the
         request first (an ambiguous failure). kind ``drop``: close the connection without answering (before or
         after applying). kind ``delay``: sleep ``delay`` seconds, then handle the request normally (a client
-        timeout; the server still applies it).
+        timeout; the server still applies it); with ``when="after"`` the request is applied first and answered
+        ``delay`` seconds late (the server did the work before the client gave up).
         """
         body = {"path": path, "kind": kind, "status": status, "count": count, "delay": delay, "when": when, "method": method,
                 "skip": skip}
