@@ -3,16 +3,25 @@ agent run as real processes, exactly as an operator would run it.
 
 Steps: load the components, place Create orders as a consumer would, run the pull daemon until the
 accounts exist, run real jobs as the ordered users, run the push daemon, and print a report that compares
-the usage Waldur received with what sacct says.
+the usage Waldur received (per account and per user) with this month's usage read from sacct by the demo
+itself (its own parsing, not the agent's). The agent logs at INFO, so each cycle's summary line shows.
+Exits non-zero on any mismatch, including usage that sacct shows and Waldur never received (a component never
+reported shows as "—", not "0.00"; it matches only when sacct has nothing for it either).
+
+``--keep`` leaves the stand-in running at the end and prints the environment to drive the agent by hand
+(Ctrl-C stops it).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,7 +31,6 @@ from waldur_slurm.components import load_components
 from waldur_slurm.slurm.client import SlurmClient
 from waldur_slurm.slurm.executor import NativeExecutor
 from waldur_slurm.slurm.ops import CancelJobs, RemoveAccounts
-from waldur_slurm.slurm.parsing import parse_tres
 
 REPO = Path(__file__).resolve().parents[1]
 # Minute units, so that a demo's few seconds of jobs show up as non-zero numbers (see the example file for
@@ -30,6 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 TRES_FILE = REPO / "devenv" / "demo-components.yaml"
 DEFAULT_ACCOUNT = "waldur"  # the agent's embedded default SLURM_DEFAULT_ACCOUNT
 PROFILE = os.environ.get("WSA_DEMO_PROFILE", "8")
+KEEP_ENV_FILE = Path("/tmp/wsa-demo-agent.env")  # --keep: left behind for running the agent by hand
+MB = {"K": Decimal(1) / 1024, "M": Decimal(1), "G": Decimal(1024), "T": Decimal(1024 * 1024)}
 
 # (project, resource name, team: [(Waldur username, cluster login, job cpus, job GPUs, job seconds)])
 ORDERS = [
@@ -86,21 +96,51 @@ def wait_for_jobs(job_ids: list[str], timeout: float = 120) -> None:
     raise SystemExit(f"demo: jobs {job_ids} did not finish in {timeout:.0f} s")
 
 
-def sacct_usage(accounts: list[str]) -> dict[tuple[str, str], Decimal]:
-    """Expected usage straight from sacct, independently of the agent: AllocTRES x ElapsedRaw, in TRES-minutes."""
+def month_start(now: datetime) -> datetime:
+    """This billing month's first instant (the demo's TRES file bills in UTC, the agent's default)."""
+    return now.astimezone(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def own_tres(text: str) -> dict[str, Decimal]:
+    """``cpu=2,mem=256M,gres/gpu=1`` -> counts, memory in MB: the demo's own reading, not the agent's parser."""
+    out: dict[str, Decimal] = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key == "mem":
+            unit = value[-1:].upper()
+            out[key] = Decimal(value[:-1]) * MB[unit] if unit in MB else Decimal(value) / (1024 * 1024)
+        elif value:
+            out[key] = Decimal(value)
+    return out
+
+
+def sacct_usage(accounts: list[str], start: datetime) -> tuple[dict[tuple[str, str], Decimal],
+                                                                dict[tuple[str, str, str], Decimal]]:
+    """This month's usage straight from sacct: AllocTRES x ElapsedRaw in TRES-minutes, per account and per
+    (account, user). Its own query, parsing and arithmetic, independent of the agent's."""
     out = sh(
-        ["sacct", "-X", "-n", "-P", "--noconvert", "--allusers", "--duplicates", "-S", "now-1days", "-E", "now",
-         f"--accounts={','.join(accounts)}", "--format=Account,AllocTRES,ElapsedRaw"]
+        ["sacct", "-X", "-n", "-P", "--noconvert", "--allusers", "--duplicates",
+         "-S", start.strftime("%Y-%m-%dT%H:%M:%S"), "-E", "now",
+         f"--accounts={','.join(accounts)}", "--format=Account,User,AllocTRES,ElapsedRaw"],
+        env={**os.environ, "TZ": "UTC"},
     ).stdout
-    totals: dict[tuple[str, str], Decimal] = {}
+    per_account: dict[tuple[str, str], Decimal] = {}
+    per_user: dict[tuple[str, str, str], Decimal] = {}
     for line in out.splitlines():
-        account, alloc, elapsed = line.split("|")
-        for key, value in parse_tres(alloc).items():
-            totals[(account, key)] = totals.get((account, key), Decimal(0)) + value * int(elapsed or 0) / 60
-    return totals
+        account, user, alloc, elapsed = line.split("|")
+        for key, value in own_tres(alloc).items():
+            minutes = value * int(elapsed or 0) / 60
+            per_account[(account, key)] = per_account.get((account, key), Decimal(0)) + minutes
+            per_user[(account, user, key)] = per_user.get((account, user, key), Decimal(0)) + minutes
+    return per_account, per_user
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="devenv/demo")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the Waldur stand-in running at the end and print the environment to run the "
+                             "agent by hand (Ctrl-C stops it)")
+    args = parser.parse_args(argv)
     components = load_components(TRES_FILE)
     slurm = SlurmClient(NativeExecutor(), timeout=60)
     say(f"Local SLURM cluster: {slurm.version()}; resetting the '{DEFAULT_ACCOUNT}' subtree")
@@ -118,7 +158,7 @@ def main() -> int:
                 waldur.add_team_member(project, user["uuid"], "admin" if login == team[0][1] else "member")
                 waldur.add_offering_user(offering, user["uuid"], login)
             projects.append((project, resource_name, team))
-        env_file = Path(tmp) / "agent.env"
+        env_file = KEEP_ENV_FILE if args.keep else Path(tmp) / "agent.env"
         env_file.write_text(
             "\n".join(
                 [
@@ -127,7 +167,7 @@ def main() -> int:
                     f"WALDUR_OFFERING_UUID={offering}",
                     "SLURM_DEPLOYMENT_TYPE=native",
                     f"SLURM_TRES_CONFIG_PATH={TRES_FILE}",
-                    "LOG_LEVEL=WARNING",
+                    "LOG_LEVEL=INFO",  # each cycle's one summary line shows
                 ]
             )
             + "\n"
@@ -179,8 +219,30 @@ def main() -> int:
         if agent(env_file, "push", "--once"):
             return 1
 
-        report(waldur.state(), orders, accounts, components)
-    return 0
+        names = {f"hpc_{consumer}": "customer 'Research Org'"}
+        names.update({f"hpc_{project}": f"project {project_name!r}"
+                      for (project, _r, _t), (project_name, _rn, _tm) in zip(projects, ORDERS)})
+        ok = report(waldur.state(), orders, accounts, components, names)
+        if args.keep:
+            keep_running(waldur, env_file)
+    return 0 if ok else 1
+
+
+def keep_running(waldur: StandIn, env_file: Path) -> None:
+    say("--keep: the Waldur stand-in stays up; drive the agent by hand from another shell")
+    print(f"stand-in: {waldur.url}   environment: {env_file} (mode 0600, holds the demo token)")
+    print(env_file.read_text(), end="")
+    print(f"""
+  cd {REPO}
+  WALDUR_SYNC_DIRECTION=pull .venv/bin/waldur-slurm-agent --env-file {env_file} --once
+  WALDUR_SYNC_DIRECTION=push .venv/bin/waldur-slurm-agent --env-file {env_file} --once
+  .venv/bin/waldur-slurm-agent --env-file {env_file} --diag
+
+Press Ctrl-C to stop the stand-in.""", flush=True)
+    stop = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # taken by sigwait, not by the default handlers
+    received = signal.sigwait(stop)
+    print(f"{signal.Signals(received).name}: stopping the stand-in", flush=True)
 
 
 def state_of(state: dict, kind: str, uuid: str) -> dict:
@@ -190,13 +252,17 @@ def state_of(state: dict, kind: str, uuid: str) -> dict:
     return next(item for item in items if item["uuid"] == uuid)
 
 
-def report(state: dict, orders: list[dict], accounts: dict[str, str], components: dict) -> None:
+def report(state: dict, orders: list[dict], accounts: dict[str, str], components: dict,
+           names: dict[str, str]) -> bool:
+    """Print what happened; True when every usage Waldur holds matches sacct and none is missing."""
     say("Orders")
     for order in orders:
         o = state_of(state, "orders", order["uuid"])
         r = state_of(state, "resources", order["resource_uuid"])
         print(f"{o['type']:<9} {o['state']:<6} resource {r['name']!r:<22} {r['state']:<4} backend_id={r['backend_id']}")
 
+    resource_names = {account: state_of(state, "resources", uuid)["name"] for uuid, account in accounts.items()}
+    names = {**names, **{account: f"resource {name!r}" for account, name in resource_names.items()}}
     say(f"SLURM accounts and users under '{DEFAULT_ACCOUNT}'")
     tree = sh(["sacctmgr", "-n", "-P", "list", "assoc", "tree", "format=account,user,grptresmins"]).stdout
     printing = False
@@ -208,22 +274,54 @@ def report(state: dict, orders: list[dict], accounts: dict[str, str], components
             break
         if printing:
             account, user, limits = line.split("|")
-            print(f"{account:<40} {user or '':<10} {limits}")
+            label = "" if user else names.get(account.strip(), "")
+            print(f"{account:<40} {user or '':<10} {label:<28} {limits}")
 
-    say("Usage reported to Waldur vs sacct (this month)")
-    expected = sacct_usage(sorted(accounts.values()))
-    usages = list(state["usages"].values())
-    print(f"{'account':<36} {'component':<9} {'Waldur':>10} {'sacct':>10}  unit")
+    start = month_start(datetime.now(timezone.utc))
+    say(f"Usage reported to Waldur vs sacct (this month: since {start:%Y-%m-%d %H:%M} UTC)")
+    expected, expected_users = sacct_usage(sorted(accounts.values()), start)
+    usages = state["usages"]
+    user_usages = list(state.get("user_usages", {}).values())
     ok = True
+
+    def row(label: str, key: str, reported: Decimal | None, sacct_value: Decimal, unit: str) -> None:
+        nonlocal ok
+        if reported is None:
+            # Never reported is not "0.00": shown as such. Waldur reads a missing value as zero (the agent
+            # writes nothing for an idle component), so it matches only when sacct has nothing either.
+            good = sacct_value == 0
+            shown, verdict = "—", "✔ idle, nothing to report" if good else "✘ MISMATCH: never reported"
+        else:
+            good = reported == sacct_value
+            shown, verdict = str(reported), "✔" if good else "✘ MISMATCH"
+        ok &= good
+        print(f"{label:<52} {key:<9} {shown:>10} {sacct_value:>10}  {unit} {verdict}")
+
+    print(f"{'account (resource)':<52} {'component':<9} {'Waldur':>10} {'sacct':>10}  unit")
     for resource_uuid, account in accounts.items():
         for key, component in components.items():
-            reported = [Decimal(str(u["usage"])) for u in usages if u.get("resource_uuid") == resource_uuid and u.get("type") == key]
-            waldur_value = (reported[-1] if reported else Decimal(0)).quantize(Decimal("0.01"))
-            sacct_value = component.to_waldur(expected.get((account, key), Decimal(0)))
-            match = "✔" if waldur_value == sacct_value else "✘"
-            ok &= waldur_value == sacct_value
-            print(f"{account:<36} {key:<9} {waldur_value:>10} {sacct_value:>10}  {component.measured_unit} {match}")
-    print("\nall usage matches sacct" if ok else "\nMISMATCH between Waldur and sacct")
+            records = [u for u in usages.values() if u.get("resource_uuid") == resource_uuid and u.get("type") == key]
+            reported = Decimal(str(records[-1]["usage"])).quantize(Decimal("0.01")) if records else None
+            sacct_value = (expected.get((account, key), Decimal(0)) / component.unit_factor).quantize(Decimal("0.01"))
+            row(f"{account} ({resource_names[account]})", key, reported, sacct_value, component.measured_unit)
+
+    say("Per-user usage reported to Waldur vs sacct")
+    print(f"{'account / user':<52} {'component':<9} {'Waldur':>10} {'sacct':>10}  unit")
+    by_usage = {uuid: u for uuid, u in usages.items()}
+    reported_users: dict[tuple[str, str, str], Decimal] = {}
+    for uu in user_usages:
+        cu = by_usage.get(uu.get("component_usage_uuid"))
+        if cu is not None and cu.get("resource_uuid") in accounts:
+            reported_users[(accounts[cu["resource_uuid"]], uu["username"], cu["type"])] = Decimal(str(uu["usage"]))
+    for (account, user, key) in sorted(set(expected_users) | set(reported_users)):
+        if key not in components:
+            continue
+        component = components[key]
+        sacct_value = (expected_users.get((account, user, key), Decimal(0)) / component.unit_factor).quantize(Decimal("0.01"))
+        row(f"{account} / {user}", key, reported_users.get((account, user, key)), sacct_value, component.measured_unit)
+
+    print("\nall usage matches sacct" if ok else "\nMISMATCH between Waldur and sacct (see ✘ above)")
+    return ok
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import os
 import re
 import shutil
 import subprocess
@@ -39,7 +40,7 @@ LEGACY_SERVICE_OPTIONS = {
 }
 # Directives of the current units newer than 239, with the systemd version that added them: the unit's
 # header must name the highest one.
-NEWER_OPTIONS = {"ProtectHostname": 242, "RestrictSUIDSGID": 242, "ProtectKernelLogs": 244, "ProtectClock": 245,
+NEWER_OPTIONS = {"WatchdogSignal": 240, "ProtectHostname": 242, "RestrictSUIDSGID": 242, "ProtectKernelLogs": 244, "ProtectClock": 245,
                  "ProtectProc": 247, "ProcSubset": 247}
 # systemd-analyze security --offline=true, measured for this release (README "systemd"); before: 5.6 and 8.5.
 MAX_EXPOSURE = {"current": 2.6, "legacy": 3.3}
@@ -303,6 +304,33 @@ def test_sdist_and_wheel_carry_the_operator_files_and_install_with_the_script(tm
                            capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (etc / "pull.env").read_text() == "WALDUR_SYNC_DIRECTION=pull\n"  # never overwritten
+
+    # Non-root mode: a system user, a User= drop-in per unit, the env files readable by its group only,
+    # and a tmpfiles.d rule that makes the sacctmgr write lock writable for it.
+    if os.geteuid() == 0:
+        import secrets
+
+        user = f"wsainst{secrets.token_hex(3)}"
+        tmpfiles = tmp_path / "tmpfiles.d"
+        try:
+            as_user = subprocess.run([str(REPO / "systemd-conf" / "install"), "--from", str(wheels[0]), "--prefix",
+                                      str(opt), "--python", sys.executable, "--systemd-dir", str(units_dir),
+                                      "--etc-dir", str(etc), "--tmpfiles-dir", str(tmpfiles), "--user", user],
+                                     capture_output=True, text=True, timeout=900)
+            assert as_user.returncode == 0, as_user.stderr[-3000:]
+            import grp
+
+            for direction in DIRECTIONS:
+                drop_in = units_dir / f"waldur-slurm-service-{direction}.service.d" / "user.conf"
+                assert unit(drop_in)["Service"]["User"] == user
+                env_file = etc / f"{direction}.env"
+                assert env_file.stat().st_mode & 0o777 == 0o640
+                assert grp.getgrgid(env_file.stat().st_gid).gr_name == user
+            rule = (tmpfiles / "waldur-slurm-agent.conf").read_text().split()
+            assert rule == ["f", "/run/lock/waldur-slurm-agent.sacctmgr.lock", "0660", "root", user, "-"]
+            assert "adminlevel=Admin" in as_user.stdout
+        finally:
+            subprocess.run(["userdel", user], capture_output=True, timeout=60)
     share = opt / "share" / "waldur-slurm-agent"
     assert all((share / name).is_file() for name in OPERATOR_FILES)
 
@@ -362,3 +390,24 @@ def test_compose_entrypoint_does_not_restart_a_daemon_that_exited_2_but_returns_
         daemon.send_signal(signal.SIGTERM)
         daemon.communicate(timeout=30)
     assert daemon.returncode == 0
+
+
+def test_the_dockerfile_copy_set_is_enough_to_build_the_package(tmp_path):
+    # The image builds the package from what the Dockerfile copies, nothing else: the data files
+    # (LICENSE, units, examples) must be among them, or setuptools fails and so does `docker build`.
+    text = (COMPOSE / "Dockerfile").read_text()
+    src = tmp_path / "src"
+    src.mkdir()
+    for line in text.splitlines():
+        parts = line.split()
+        if parts[:1] == ["COPY"] and parts[-1].startswith("/src"):
+            for source in parts[1:-1]:
+                target = src / Path(parts[-1]).relative_to("/src") if not parts[-1].endswith("/") else src / source
+                if (REPO / source).is_dir():
+                    shutil.copytree(REPO / source, target, ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    shutil.copy2(REPO / source, target)
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "out"),
+                             str(src)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list((tmp_path / "out").glob(f"waldur_slurm_agent-{__version__}-*.whl"))

@@ -13,17 +13,21 @@ version, so the compiled dependencies load).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.pull.conftest import PullEnv, env_vars, pull_env_8, sacctmgr, tree_of  # noqa: F401
 from tests.support.slurm import unique_name
+from waldur_slurm.slurm.client import DEFAULT_WRITE_LOCK
 
 pytestmark = pytest.mark.slurm
 
@@ -35,6 +39,23 @@ def site_packages() -> str:
     return next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix))
 
 
+@contextmanager
+def shared_write_lock() -> Iterator[None]:
+    """Hold the machine-wide sacctmgr write lock while the non-root agent runs.
+
+    The lock file on this shared cluster is root's (0644), so the agent, as another user, cannot open it and
+    writes without it (it warns). Concurrent hierarchy writes corrupt slurmdbd 22.05's association tree
+    (README, "Known SLURM 22.05 pitfall"; it happened on the shared cluster during this test's first
+    version), so the test takes the lock on the agent's behalf: every other writer waits.
+    """
+    fd = os.open(DEFAULT_WRITE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 @pytest.fixture(params=["Operator", "Admin"])
 def operator_user(request: pytest.FixtureRequest, pull_env_8: PullEnv):  # noqa: F811
     if os.geteuid() != 0:
@@ -44,11 +65,13 @@ def operator_user(request: pytest.FixtureRequest, pull_env_8: PullEnv):  # noqa:
                     name], check=True, capture_output=True, timeout=60)
     try:
         # An association under the test's own root, then the admin level (README "Running as a non-root user").
-        sacctmgr("-i", "add", "user", name, f"account={pull_env_8.root}")
-        sacctmgr("-i", "modify", "user", "where", f"name={name}", "set", f"adminlevel={request.param}")
+        with shared_write_lock():  # an association is a hierarchy write too
+            sacctmgr("-i", "add", "user", name, f"account={pull_env_8.root}")
+            sacctmgr("-i", "modify", "user", "where", f"name={name}", "set", f"adminlevel={request.param}")
         yield name, request.param
     finally:
-        subprocess.run(["sacctmgr", "-i", "delete", "user", f"name={name}"], capture_output=True, timeout=60)
+        with shared_write_lock():
+            subprocess.run(["sacctmgr", "-i", "delete", "user", f"name={name}"], capture_output=True, timeout=60)
         subprocess.run(["userdel", name], capture_output=True, timeout=60)
 
 
@@ -71,9 +94,10 @@ def test_create_as_a_non_root_slurm_admin_user(pull_env_8: PullEnv,  # noqa: F81
                     "PYTHONPATH": f"{REPO}:{site_packages()}", **variables}
         runs = []
         for _ in range(2):  # the 2024 flavour may need a second cycle; profile 8 completes in one
-            run = subprocess.run(["setpriv", f"--reuid={operator_user}", f"--regid={operator_user}", "--clear-groups",
-                                  SYSTEM_PYTHON, "-m", "waldur_slurm.main", "--once"],
-                                 cwd=readable, env=proc_env, capture_output=True, text=True, timeout=180)
+            with shared_write_lock():
+                run = subprocess.run(["setpriv", f"--reuid={operator_user}", f"--regid={operator_user}", "--clear-groups",
+                                      SYSTEM_PYTHON, "-m", "waldur_slurm.main", "--once"],
+                                     cwd=readable, env=proc_env, capture_output=True, text=True, timeout=180)
             runs.append(run)
             if env.waldur_order(order["uuid"])["state"] in ("done", "erred"):
                 break

@@ -99,3 +99,31 @@ def test_dotenv_in_working_directory_is_read(good_env, tmp_path):
 def test_missing_env_file_is_a_configuration_error(good_env, tmp_path):
     result = run(["--env-file", str(tmp_path / "none.env")], good_env, tmp_path)
     assert result.returncode == 2 and "none.env" in result.stderr and "file not found" in result.stderr
+
+
+def test_diag_prints_the_umask_in_octal(good_env, tmp_path):
+    # Nothing answers on 127.0.0.1:9 and no sacctmgr is on the PATH: the checks fail fast, the settings print.
+    env = {**good_env, "SLURM_DEPLOYMENT_TYPE": "native", "SLURM_HOMEDIR_UMASK": "0027", "PATH": str(tmp_path)}
+    result = run(["--diag"], env, tmp_path)
+    assert result.returncode == 1, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.strip().startswith("homedir_umask"))
+    assert row.split() == ["homedir_umask", "0027"]  # not 23
+
+
+def test_help_documents_the_once_exit_codes(good_env, tmp_path):
+    out = run(["--help"], good_env, tmp_path).stdout
+    assert "1 if an item failed, 4 if Waldur or SLURM was unreachable" in " ".join(out.split())
+
+
+def test_once_with_waldur_down_and_no_sacctmgr_exits_4_in_one_line_each(good_env, tmp_path):
+    # Nothing listens on port 9 (Waldur down) and PATH has no sacctmgr: the start checks say both, the
+    # daemon does not stop (the outage may end), and --once reports it with exit 4, without a traceback.
+    env = {**good_env, "SLURM_DEPLOYMENT_TYPE": "native", "PATH": str(tmp_path), "REQUESTS_TIMEOUT": "1"}
+    result = run(["--once"], env, tmp_path)
+    assert result.returncode == 4, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "start check: Waldur unreachable" in result.stderr
+    assert "start check: SLURM unreachable: command not found: sacctmgr" in result.stderr
+    for task in ("pull", "membership"):
+        lines = [line for line in result.stderr.splitlines() if f" {task} cycle:" in line]
+        assert len(lines) == 1 and "unreachable: Waldur unreachable" in lines[0], result.stderr

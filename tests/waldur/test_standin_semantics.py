@@ -102,6 +102,25 @@ def test_pagination(standin: StandIn, api: Api) -> None:
     assert head.status_code == 200 and head.headers["X-Result-Count"] == "25" and head.content == b""
 
 
+def test_link_urls_are_drfs(standin_any: StandIn) -> None:
+    """As measured on the real server: parameters sorted by name (values of one name in their order), the first
+    page's URL without ``page``, the previous page of page 2 likewise."""
+    w = standin_any
+    s = scenario(w)
+    w.create_resources(s["offering"], s["project"], 5)
+    api = Api(w)
+    resp = api.get("/api/marketplace-provider-resources/", state=["OK", "Erred"], page_size=2, o="-created", page=2)
+    links = {rel.strip('"'): url.strip("<>") for url, rel in (p.split("; rel=") for p in resp.headers["Link"].split(", "))}
+    base = f"{w.url}/api/marketplace-provider-resources/?o=-created"
+    assert links == {
+        "first": f"{base}&page_size=2&state=OK&state=Erred",
+        "prev": f"{base}&page_size=2&state=OK&state=Erred",
+        "next": f"{base}&page=3&page_size=2&state=OK&state=Erred",
+        "last": f"{base}&page=3&page_size=2&state=OK&state=Erred",
+    }
+    api.http.close()
+
+
 def test_page_size_is_capped_at_300(standin: StandIn, api: Api) -> None:
     s = scenario(standin)
     standin.create_resources(s["offering"], s["project"], 310)
@@ -260,6 +279,115 @@ def test_2024_pitfall_update_after_an_allocation_never_driven_to_ok(standin_2024
     assert order["error_message"] == "Can't switch from state '5' using method 'schedule_updating'"
 
 
+def test_2024_update_completion_fails_on_a_limits_key_that_is_no_limit_component(standin_2024: StandIn, api24: Api) -> None:
+    """The real 2024 server's fault (callbacks.resource_update_succeeded -> format_limits_list KeyError): a usage-type
+    key in the resource's limits makes every completion of an Update answer Django's 500 page and roll back."""
+    w = standin_2024
+    s = scenario(w)  # cpu is usage-type, quota limit-type
+    placed = w.place_order(s["offering"], s["project"], limits={"quota": 5})
+    res = placed["resource_uuid"]
+    sr = f"/api/marketplace-slurm-remote/{res}/"
+    api24.post(f"/api/marketplace-orders/{placed['uuid']}/approve_by_provider/")
+    assert api24.post(sr + "set_state/", {"state": "creating"}).status_code == 200
+    assert api24.post(sr + "set_limits/", {"quota": 5, "cpu": 100}).status_code == 200  # what an older agent pushed
+    assert api24.post(sr + "set_state/", {"state": "ok"}).status_code == 200  # Create completion never formats limits
+    upd = w.place_order(s["offering"], type="Update", resource_uuid=res, limits={"quota": 7})
+    api24.post(f"/api/marketplace-orders/{upd['uuid']}/approve_by_provider/")
+    assert api24.post(sr + "set_state/", {"state": "updating"}).status_code == 200
+
+    def held() -> None:
+        order = api24.get(f"/api/marketplace-orders/{upd['uuid']}/").json()
+        resource = api24.get(f"/api/marketplace-provider-resources/{res}/").json()
+        alloc = api24.get(f"/api/marketplace-provider-resources/{res}/details/").json()
+        assert (order["state"], resource["state"], alloc["state"]) == ("executing", "Updating", "Updating")
+        assert resource["limits"] == {"quota": 5, "cpu": 100}
+
+    for attempt in (sr + "set_state/", f"/api/marketplace-orders/{upd['uuid']}/set_state_done/", sr + "set_state/"):
+        failed = api24.post(attempt, {"state": "ok"})
+        assert failed.status_code == 500 and failed.headers["Content-Type"].startswith("text/html")
+        assert failed.text.startswith("\n<!doctype html>") and "<title>Server Error (500)</title>" in failed.text
+        held()  # rolled back: nothing moved, so the next try fails the same way
+    # Once the limits hold only limit-type keys (what the fixed agent writes), the same call completes the order.
+    assert api24.post(sr + "set_limits/", {"quota": 5}).status_code == 200
+    assert api24.post(sr + "set_state/", {"state": "ok"}).status_code == 200
+    order = api24.get(f"/api/marketplace-orders/{upd['uuid']}/").json()
+    resource = api24.get(f"/api/marketplace-provider-resources/{res}/").json()
+    assert (order["state"], resource["state"], resource["limits"]) == ("done", "OK", {"quota": 7})
+
+
+def test_2024_answers_as_the_real_server_measured_by_the_differential_test(standin_2024: StandIn, api24: Api) -> None:
+    """What tests/mastermind/test_differential.py found the real Oct-2024 server to do differently."""
+    w = standin_2024
+    s = scenario(w)
+    [res] = w.create_resources(s["offering"], s["project"], 1, limits={"quota": 5})
+    # The slurm-remote viewset has actions only: its list route refuses GET (and HEAD) with 405, after auth.
+    listed = api24.get("/api/marketplace-slurm-remote/", page_size=1)
+    assert listed.status_code == 405 and listed.json() == {"detail": 'Method "GET" not allowed.'}
+    assert api24.http.head("/api/marketplace-slurm-remote/").status_code == 405
+    assert httpx.get(f"{w.url}/api/marketplace-slurm-remote/").status_code == 401
+    # The resource list has no order_in_progress / creation_order (field= cannot ask for them); retrieve has both.
+    upd = w.place_order(s["offering"], type="Update", resource_uuid=res, limits={"quota": 6})
+    [item] = api24.get("/api/marketplace-provider-resources/", offering_uuid=s["offering"]).json()
+    assert "order_in_progress" not in item and "creation_order" not in item and "offering_slug" not in item
+    sparse = api24.get("/api/marketplace-provider-resources/", offering_uuid=s["offering"], field=["uuid", "order_in_progress"])
+    assert sparse.json() == [{"uuid": res}]
+    one = api24.get(f"/api/marketplace-provider-resources/{res}/").json()
+    assert one["order_in_progress"]["uuid"] == upd["uuid"] and one["creation_order"]["state"] == "done"
+    # Orders: no url, new_cost_estimate a number.
+    order = api24.get(f"/api/marketplace-orders/{upd['uuid']}/").json()
+    assert "url" not in order and order["new_cost_estimate"] == 0.0
+    # /users/me/ of a non-staff user: no staff flags, the roles listed.
+    me = api24.get("/api/users/me/").json()
+    assert not {"is_staff", "is_active", "is_support", "token_expires_at", "notifications_enabled"} & me.keys()
+    assert [(p["role_name"], p["scope_type"], p["scope_uuid"]) for p in me["permissions"]] == [
+        ("CUSTOMER.OWNER", "customer", w.provider_customer_uuid)
+    ]
+    staff = Api(w, w.add_user("root", is_staff=True)["token"])
+    assert staff.get("/api/users/me/").json()["is_staff"] is True
+    # The offering: the 2024 serializer's fields.
+    off = api24.get(f"/api/marketplace-provider-offerings/{s['offering']}/").json()
+    assert not {"access_url", "quotas", "scope_uuid", "parent_uuid", "project_uuid"} & off.keys()
+    assert (off["integration_status"], off["roles"], off["service_attributes"], off["datacite_doi"]) == ([], [], {}, "")
+    # Plan periods: components without billing_period.
+    api24.post("/api/marketplace-component-usages/set_usage/", {"resource": res, "usages": [{"type": "cpu", "amount": 1}]})
+    [pp] = api24.get(f"/api/marketplace-provider-resources/{res}/plan_periods/").json()
+    assert [sorted(c) for c in pp["components"]] == [
+        ["created", "date", "description", "measured_unit", "name", "recurring", "type", "usage", "uuid"]
+    ]
+
+
+def test_2024_slurm_remote_and_order_errors_as_measured_on_the_real_server(standin_2024: StandIn, api24: Api) -> None:
+    w = standin_2024
+    s = scenario(w)
+    placed = w.place_order(s["offering"], s["project"], limits={"quota": 5})
+    res = placed["resource_uuid"]
+    sr = f"/api/marketplace-slurm-remote/{res}/"
+    api24.post(f"/api/marketplace-orders/{placed['uuid']}/approve_by_provider/")
+    assert api24.get(sr).status_code == 405  # no retrieve
+    ok = api24.post(sr + "set_limits/", {"quota": "5"})  # stored as sent; "5" and true pass the number check
+    assert ok.status_code == 200 and ok.headers["Content-Type"] == "application/json"  # no "; charset=utf-8"
+    # A value that is no number: stored, then the server's hook fails after the write (500, not rolled back).
+    bad = api24.post(sr + "set_limits/", {"quota": None})
+    assert bad.status_code == 500 and "<title>Server Error (500)</title>" in bad.text
+    assert api24.get(f"/api/marketplace-provider-resources/{res}/").json()["limits"] == {"quota": None}
+    listed = api24.post(sr + "set_limits/", [1, 2])
+    assert listed.status_code == 400 and listed.json() == ["The payload must have dictionary type, not <class 'list'>."]
+    bogus = api24.post(sr + "set_state/", {"state": "bogus"})
+    assert bogus.status_code == 400 and bogus.json() == ["Invalid state: a corresponding method for transition is absent"]
+    assert api24.post(sr + "set_state/", {"state": ""}).json() == {"state": ["This field may not be blank."]}
+    assert api24.post(sr + "set_state/", {}).json() == {"state": ["This field is required."]}
+    missing = api24.post(sr + "delete_association/", {"username": "nobody"})
+    assert missing.status_code == 400 and missing.json() == ["Association between the allocation and the username does not exist."]
+    assert api24.post(sr + "create_association/", {"username": ""}).json() == {"username": ["This field may not be blank."]}
+    # set_state_erred reads both fields unconditionally: without one it fails (500) and nothing changes.
+    half = api24.post(f"/api/marketplace-orders/{placed['uuid']}/set_state_erred/", {"error_message": "x"})
+    assert half.status_code == 500
+    assert api24.get(f"/api/marketplace-orders/{placed['uuid']}/").json()["state"] == "executing"
+    full = api24.post(f"/api/marketplace-orders/{placed['uuid']}/set_state_erred/", {"error_message": "x", "error_traceback": ""})
+    assert full.status_code == 200
+    assert api24.get(f"/api/marketplace-orders/{placed['uuid']}/").json()["state"] == "erred"
+
+
 def test_2024_has_no_8x_routes_and_8_has_no_slurm_remote(standin_2024: StandIn, api24: Api) -> None:
     s = scenario(standin_2024)
     [res] = standin_2024.create_resources(s["offering"], s["project"], 1)
@@ -404,7 +532,7 @@ def test_cli_runs_the_server(tmp_path: Path) -> None:
             except httpx.ConnectError:
                 assert time.monotonic() < deadline, "stand-in did not start"
                 time.sleep(0.05)
-        assert resp.status_code == 200 and seed["profile"] == "2024"
+        assert resp.status_code == 405 and seed["profile"] == "2024"  # the route exists (8.x: 404), without a list
         offering = httpx.get(
             f"http://127.0.0.1:{port}/api/marketplace-provider-offerings/{seed['offering_uuid']}/",
             headers={"Authorization": f"Token {seed['provider_token']}"},

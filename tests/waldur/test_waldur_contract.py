@@ -32,6 +32,7 @@ import pytest
 import waldur_api_client
 from waldur_api_client import AuthenticatedClient
 from waldur_standin.app import create_app
+from waldur_standin.control import DEFAULT_COMPONENTS
 from waldur_standin.testing import StandIn
 
 from tests.support.waldur import make_client
@@ -109,7 +110,9 @@ def parse_with_sdk(method: str, route: str, status: int, body: str) -> Any:
 def drive_everything(w: StandIn) -> None:
     """Every route of the profile, through the facade where it has a method, raw HTTP otherwise."""
     w.set_log_bodies(True)
-    offering = w.setup_offering()
+    # cpu is limit-type: the real servers take order limits only for limit-type components (and the 2024 server
+    # fails to complete an Update when the resource's limits name another kind).
+    offering = w.setup_offering([{**c, "billing_type": "limit"} if c["type"] == "cpu" else c for c in DEFAULT_COMPONENTS])
     client = make_client(w, offering)
     raw = httpx.Client(base_url=w.url, headers={"Authorization": f"Token {w.provider_token}"}, timeout=10)
     v8 = w.profile == "8"
@@ -164,8 +167,6 @@ def drive_everything(w: StandIn) -> None:
         assert raw.post(f"/api/marketplace-orders/{order.uuid}/set_backend_id/", json={"backend_id": "o1"}).status_code == 200
     else:
         assert raw.get(f"/api/marketplace-provider-resources/{res}/details/").status_code == 200
-        raw.head("/api/marketplace-slurm-remote/")
-        assert raw.get("/api/marketplace-slurm-remote/").status_code == 200  # no longer the facade's flavour probe
         client.create_association(res, "alice_c")
         client.create_association(res, "alice_c")
         client.list_associations(res)
@@ -243,7 +244,9 @@ def registered_routes(profile: str) -> set[tuple[str, str]]:
 def test_the_scenario_exercised_every_route(driven: Any) -> None:
     profile, log = driven
     ok = {(e["method"], e["route"]) for e in log if e["route"] and 200 <= (e["status"] or 0) < 300}
-    missing = registered_routes(profile) - ok
+    # A route the real server has but only refuses (documented with error statuses only) never answers 2xx.
+    refusing = {key for key, statuses in table_2024().items() if all(s >= 400 for s in statuses)} if profile == "2024" else set()
+    missing = registered_routes(profile) - ok - refusing
     assert not missing, f"routes never answered 2xx in the scenario: {sorted(missing)}"
 
 

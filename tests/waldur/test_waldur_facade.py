@@ -236,9 +236,10 @@ def test_mark_order_erred_only_touches_executing_orders(waldur_client_any: Waldu
 
 
 @pytest.mark.parametrize("order_type", ["Create", "Update", "Terminate"])
-def test_complete_order_drives_each_type_to_done(waldur_client_any: WaldurClient, order_type: str) -> None:
-    client = waldur_client_any
-    w: StandIn = client.standin  # type: ignore[attr-defined]
+def test_complete_order_drives_each_type_to_done(standin_any: StandIn, order_type: str) -> None:
+    w = standin_any
+    # cpu limit-type: the limits of real orders name only limit-type components
+    client = make_client(w, w.setup_offering([{"type": "cpu", "name": "CPU", "billing_type": "limit", "measured_unit": "h"}]))
     project, _ = project_with_member(w)
     if order_type == "Create":
         placed = w.place_order(client.offering_uuid, project, limits={"cpu": 100})

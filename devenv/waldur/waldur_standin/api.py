@@ -17,6 +17,7 @@ from .store import (
     PERMISSION_DENIED,
     RESOURCE_STATES,
     ApiError,
+    ServerError,
     Store,
     not_found,
     parse_uuid,
@@ -32,7 +33,6 @@ HEAD_ROUTES = frozenset(
         "/api/marketplace-offering-users/",
         "/api/marketplace-component-usages/",
         "/api/marketplace-component-user-usages/",
-        "/api/marketplace-slurm-remote/",
         "/api/slurm-associations/",
     }
 )
@@ -121,6 +121,7 @@ class Api:
             rs += [
                 web.get(pr + "details/", self.resource_details),
                 web.get("/api/marketplace-slurm-remote/", self.slurm_remote_list),
+                web.get(sr, self.slurm_remote_list),
                 web.post(sr + "set_state/", self.slurm_set_state),
                 web.post(sr + "set_backend_id/", self.slurm_set_backend_id),
                 web.post(sr + "set_limits/", self.slurm_set_limits),
@@ -278,6 +279,9 @@ class Api:
     async def order_set_erred(self, request: web.Request) -> web.Response:
         order, _ = self._processable_order(request)
         body = await read_json(request)
+        if self.s.profile == "2024" and not {"error_message", "error_traceback"} <= body.keys():
+            # the Oct-2024 view reads validated_data["error_traceback"] (and error_message) of optional fields
+            raise ServerError("KeyError in set_state_erred")
         self.s.set_state_erred(order, str(body.get("error_message", "")), str(body.get("error_traceback", "")))
         return empty_response(200)
 
@@ -316,7 +320,7 @@ class Api:
             if customers is not None and s.projects[res["project_uuid"]]["customer_uuid"] not in customers:
                 continue
             out.append(res)
-        return paginated(request, out, self.r(request).resource)
+        return paginated(request, out, self.r(request).resource_listed)
 
     def _resource(self, request: web.Request, user: dict[str, Any]) -> dict[str, Any]:
         res = self.s.get(self.s.resources, request.match_info["uuid"], "Resource")
@@ -430,22 +434,15 @@ class Api:
         return res
 
     async def slurm_remote_list(self, request: web.Request) -> web.Response:
-        user = self.user(request)
-        s = self.s
-        f = Filters(request)
-        offerings = f.uuids("offering_uuid")
-        visible = s.visible_offerings(user)
-        wanted = visible if offerings is None else visible & offerings
-        ids = [rid for off in wanted for rid in s.resources_by_offering.get(off, []) if s.resources[rid].get("allocation_uuid")]
-        return paginated(request, [s.resources[i] for i in ordered(ids)], self.r(request).resource)
+        """The Oct-2024 viewset has actions only, no list or retrieve: an authenticated GET answers 405 (HEAD too)."""
+        self.user(request)
+        raise ApiError(405, {"detail": f'Method "{request.method}" not allowed.'})
 
     async def slurm_set_state(self, request: web.Request) -> web.Response:
         res = self._slurm_resource(request)
         body = await read_json(request)
-        state = body.get("state")
-        if not state:
-            raise ApiError(400, {"state": ["This field is required."]})
-        self.s.set_allocation_state(res, str(state))
+        state = _required_text(body, "state")
+        self.s.set_allocation_state(res, state)
         return json_response({"detail": f"Allocation state has been changed to {state}"})
 
     async def slurm_set_backend_id(self, request: web.Request) -> web.Response:
@@ -458,19 +455,23 @@ class Api:
 
     async def slurm_set_limits(self, request: web.Request) -> web.Response:
         res = self._slurm_resource(request)
-        body = await read_json(request)
-        bad = [k for k, v in body.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
-        if bad:
-            raise ApiError(400, {k: ["A valid integer is required."] for k in bad})
+        body = await read_json(request, any_json=True)
+        if not isinstance(body, dict):
+            raise ApiError(400, [f"The payload must have dictionary type, not {_python_type(body)}."])
+        # Stored verbatim; then the server's save hooks turn every value into a number, and one that is not
+        # (None, a list, "x") raises after the write: 500 with the limits changed. "5" and true pass.
         self.s.set_limits(res, body)
+        for value in body.values():
+            try:
+                float(value)
+            except (TypeError, ValueError):
+                raise ServerError(f"limits value {value!r} is not a number") from None
         return json_response({"status": "Limits are successfully set."})
 
     async def slurm_create_association(self, request: web.Request) -> web.Response:
         res = self._slurm_resource(request)
         body = await read_json(request)
-        if not body.get("username"):
-            raise ApiError(400, {"username": ["This field is required."]})
-        if self.s.create_association(res, str(body["username"])):
+        if self.s.create_association(res, _required_text(body, "username")):
             return json_response(
                 {"detail": "Association between the allocation and the username has been successfully created."}, 201
             )
@@ -479,9 +480,8 @@ class Api:
     async def slurm_delete_association(self, request: web.Request) -> web.Response:
         res = self._slurm_resource(request)
         body = await read_json(request)
-        if not body.get("username"):
-            raise ApiError(400, {"username": ["This field is required."]})
-        self.s.delete_association(res, str(body["username"]))
+        if not self.s.delete_association(res, _required_text(body, "username")):
+            raise ApiError(400, ["Association between the allocation and the username does not exist."])
         return json_response({"detail": "Association between the allocation and the username has been successfully deleted."})
 
     async def associations_list(self, request: web.Request) -> web.Response:
@@ -673,6 +673,20 @@ class Api:
                 if username is None or uu["username"] == username:
                     out.append(uu)
         return paginated(request, out, self.r(request).user_usage)
+
+
+def _required_text(body: dict[str, Any], name: str) -> str:
+    """A DRF CharField: 400 when missing or blank."""
+    value = body.get(name)
+    if value is None:
+        raise ApiError(400, {name: ["This field is required."]})
+    if not str(value).strip():
+        raise ApiError(400, {name: ["This field may not be blank."]})
+    return str(value)
+
+
+def _python_type(value: Any) -> str:
+    return f"<class '{type(value).__name__}'>"
 
 
 def _uuid_from_url(value: Any) -> str | None:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from aiohttp import web
 
-from .store import ApiError, parse_uuid
+from .store import ApiError, ServerError, parse_uuid
 
 # Typed storage keys where aiohttp has them (3.12+); plain strings before.
 JSON_KEY: Any = web.ResponseKey("json", object) if hasattr(web, "ResponseKey") else "json"
@@ -25,11 +25,12 @@ USER_KEY: Any = web.RequestKey("username", str) if hasattr(web, "RequestKey") el
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 300
 
+# Django's default error pages (django.views.defaults.ERROR_PAGE_TEMPLATE), byte for byte: they start with a newline.
 HTML_404 = (
-    '<!doctype html>\n<html lang="en">\n<head>\n  <title>Not Found</title>\n</head>\n<body>\n'
+    '\n<!doctype html>\n<html lang="en">\n<head>\n  <title>Not Found</title>\n</head>\n<body>\n'
     "  <h1>Not Found</h1><p>The requested resource was not found on this server.</p>\n</body>\n</html>\n"
 )
-HTML_500 = '<!doctype html>\n<html lang="en">\n<head>\n  <title>Server Error (500)</title>\n</head>\n<body>\n  <h1>Server Error (500)</h1><p></p>\n</body>\n</html>\n'
+HTML_500 = '\n<!doctype html>\n<html lang="en">\n<head>\n  <title>Server Error (500)</title>\n</head>\n<body>\n  <h1>Server Error (500)</h1><p></p>\n</body>\n</html>\n'
 PROXY_PAGES = {
     502: "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
     503: "<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n<body>\r\n<center><h1>503 Service Temporarily Unavailable</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
@@ -38,8 +39,9 @@ PROXY_PAGES = {
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    # bytes, so the type is "application/json" without "; charset=utf-8", as Django REST framework sends it
     resp = web.Response(
-        text=json.dumps(data, separators=(",", ":")), status=status, content_type="application/json", headers=headers
+        body=json.dumps(data, separators=(",", ":")).encode(), status=status, content_type="application/json", headers=headers
     )
     resp[JSON_KEY] = data
     return resp
@@ -53,6 +55,8 @@ def empty_response(status: int = 200) -> web.Response:
 
 
 def error_response(err: ApiError) -> web.Response:
+    if isinstance(err, ServerError):
+        return web.Response(text=HTML_500, status=500, content_type="text/html")
     headers = {"WWW-Authenticate": "Token"} if err.status == 401 else None
     return json_response(err.body, err.status, headers)
 
@@ -69,7 +73,8 @@ def fault_page(status: int) -> web.Response:
     return json_response({"detail": "Injected fault."}, status)
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
+async def read_json(request: web.Request, *, any_json: bool = False) -> Any:
+    """The JSON body (``{}`` when empty); an object unless ``any_json`` (views that read ``request.data`` raw)."""
     raw = await request.read()
     if not raw.strip():
         return {}
@@ -77,7 +82,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         data = json.loads(raw)
     except ValueError as e:
         raise ApiError(400, {"detail": f"JSON parse error - {e}"}) from None
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) and not any_json:
         raise ApiError(400, {"non_field_errors": ["Invalid data. Expected a dictionary, but got list."]})
     return data
 
@@ -156,9 +161,12 @@ def sparse(item: dict[str, Any], fields: list[str] | None) -> dict[str, Any]:
 
 
 def _page_url(request: web.Request, page: int | None) -> str:
+    """DRF's replace_query_param / remove_query_param: parameters sorted by name (the values of one name keep
+    their order), no ``page`` for the first page."""
     pairs = [(k, v) for k, v in request.query.items() if k != "page"]
     if page is not None:
         pairs.append(("page", str(page)))
+    pairs.sort(key=lambda kv: kv[0])
     url = request.url.with_query(pairs) if pairs else request.url.with_query(None)
     return str(url.with_scheme(request.scheme).with_host(request.url.host or "localhost"))
 
@@ -195,7 +203,7 @@ def paginated(request: web.Request, items: Sequence[Any], render: Callable[[Any]
     if page < 1 or page > num_pages:
         raise ApiError(404, {"detail": "Invalid page."})
     links = {
-        "first": _page_url(request, 1),
+        "first": _page_url(request, None),
         "prev": _page_url(request, page - 1 if page > 2 else None) if page > 1 else None,
         "next": _page_url(request, page + 1) if page < num_pages else None,
         "last": _page_url(request, num_pages),
@@ -384,7 +392,7 @@ def recording_middleware(recorder: Recorder) -> Any:
         override = recorder.take_override(method, request.path, template) if resp.get(JSON_KEY) is not None else None
         if override is not None and isinstance(resp, web.Response):
             data = override.apply(resp[JSON_KEY])
-            resp.text = json.dumps(data, separators=(",", ":"))
+            resp.body = json.dumps(data, separators=(",", ":")).encode()
             resp[JSON_KEY] = data
         entry["status"] = resp.status
         entry["user"] = request.get(USER_KEY)

@@ -8,6 +8,7 @@ adds what it sent in addition.
 
 from __future__ import annotations
 
+import uuid as uuid_mod
 from typing import Any
 
 from .store import ALLOC_STATE_NAMES, Store
@@ -24,6 +25,8 @@ ORDER_FIELDS_MISSING_2024 = (
 RESOURCE_FIELDS_MISSING_2024 = (
     "customer_slug",
     "project_slug",
+    "offering_slug",
+    "offering_backend_id",
     "last_sync",
     "parent_uuid",
     "parent_name",
@@ -31,6 +34,21 @@ RESOURCE_FIELDS_MISSING_2024 = (
     "parent_offering_name",
     "parent_offering_slug",
     "service_settings_uuid",
+)
+# The real server's resource *list* serializer has neither of these (the retrieve has both); ``field=`` cannot ask
+# for them either, it drops names it does not know.
+RESOURCE_FIELDS_NOT_LISTED_2024 = ("order_in_progress", "creation_order")
+OFFERING_FIELDS_MISSING_2024 = (
+    "access_url",
+    "parent_description",
+    "parent_name",
+    "parent_uuid",
+    "project_name",
+    "project_uuid",
+    "quotas",
+    "scope_name",
+    "scope_state",
+    "scope_uuid",
 )
 
 
@@ -169,9 +187,19 @@ class Renderer:
         else:
             for key in ORDER_FIELDS_MISSING_2024:
                 d.pop(key, None)
+            del d["url"]  # the Oct-2024 order serializer has no url
+            d["new_cost_estimate"] = 0.0  # a number there, a decimal string on 8.x
         return d
 
     # ------------------------------------------------------------------ resources
+    def resource_listed(self, r: dict[str, Any]) -> dict[str, Any]:
+        """A resource as the provider-resources *list* renders it."""
+        d = self.resource(r)
+        if not self.v8:
+            for key in RESOURCE_FIELDS_NOT_LISTED_2024:
+                del d[key]
+        return d
+
     def resource(self, r: dict[str, Any]) -> dict[str, Any]:
         s = self.s
         off = s.offerings[r["offering_uuid"]]
@@ -449,7 +477,19 @@ class Renderer:
             )
             del d["terms_of_service"], d["terms_of_service_link"]
         else:
-            d.update(native_name="", native_description="", rating=None)
+            for key in OFFERING_FIELDS_MISSING_2024:
+                del d[key]
+            d.update(
+                native_name="",
+                native_description="",
+                rating=None,
+                datacite_doi="",
+                google_calendar_is_public=None,
+                google_calendar_link=None,
+                integration_status=[],
+                roles=[],
+                service_attributes={},
+            )
         return d
 
     # ------------------------------------------------------------------ people
@@ -543,7 +583,58 @@ class Renderer:
         if self.v8:
             d["permissions"] = []
             d["slug"] = u["username"]
+            return d
+        # Oct 2024: the serializer shows these only to staff, has no token expiry or notification fields, and
+        # lists the user's roles and identity provider.
+        del d["token_expires_at"], d["notifications_enabled"]
+        if not u["is_staff"]:
+            del d["is_staff"], d["is_active"], d["is_support"], d["description"]
+        d.update(
+            slug=u["username"],
+            native_name="",
+            permissions=self.permissions(u),
+            requested_email=None,
+            affiliations=[],
+            identity_provider_name="Local DB",
+            identity_provider_label="Local DB",
+            identity_provider_management_url="",
+            identity_provider_fields=[],
+            image=None,
+            identity_source="",
+        )
         return d
+
+    def permissions(self, u: dict[str, Any]) -> list[dict[str, Any]]:
+        """The 2024 ``permissions`` of /users/me/: one entry per customer and project role of the user."""
+        roles: list[tuple[str, str, str, str, str]] = []
+        for c in self.s.customers.values():
+            if u["uuid"] in c["owners"]:
+                roles.append(("CUSTOMER.OWNER", "Organization owner", "customer", c["uuid"], c["name"]))
+            if u["uuid"] in c["managers"]:
+                roles.append(("CUSTOMER.MANAGER", "Customer manager", "customer", c["uuid"], c["name"]))
+        for p in self.s.projects.values():
+            role = p["members"].get(u["uuid"])
+            if role is not None:
+                name = {"admin": "PROJECT.ADMIN", "manager": "PROJECT.MANAGER", "member": "PROJECT.MEMBER"}[role]
+                roles.append((name, name.split(".")[1].title(), "project", p["uuid"], p["name"]))
+        return [
+            {
+                "user_uuid": u["uuid"],
+                "user_name": u["full_name"],
+                "user_slug": u["username"],
+                "created": u["date_joined"],
+                "expiration_time": None,
+                "created_by_full_name": "",
+                "created_by_username": "",
+                "role_name": name,
+                "role_description": description,
+                "role_uuid": uuid_mod.uuid5(uuid_mod.NAMESPACE_URL, f"waldur-role:{name}").hex,
+                "scope_type": scope_type,
+                "scope_uuid": scope_uuid,
+                "scope_name": scope_name,
+            }
+            for name, description, scope_type, scope_uuid, scope_name in roles
+        ]
 
     # ------------------------------------------------------------------ usage
     def plan_period(self, pp: dict[str, Any]) -> dict[str, Any]:
@@ -570,9 +661,10 @@ class Renderer:
                     "usage": cu["usage"],
                     "date": cu["date"],
                     "recurring": cu["recurring"],
-                    "billing_period": cu["billing_period"],
                 }
             )
+            if self.v8:
+                comps[-1]["billing_period"] = cu["billing_period"]
         return {
             "uuid": pp["uuid"],
             "plan_name": plan["name"] if plan else None,

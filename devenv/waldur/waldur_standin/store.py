@@ -94,6 +94,16 @@ class ApiError(Exception):
         self.body = body
 
 
+class ServerError(ApiError):
+    """An unhandled exception in Mastermind: Django's HTML 500 page. The stand-in raises it where the server's
+    exception happens: before any change where the server rolls the request back, after the write where it
+    does not (slurm-remote set_limits)."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(500, None)
+        self.cause = cause
+
+
 def not_found(what: str = "No matching object found.") -> ApiError:
     return ApiError(404, {"detail": what})
 
@@ -768,7 +778,26 @@ class Store:
     def set_state_done(self, order: dict[str, Any]) -> None:
         if order["state"] != "executing":
             raise valid_states_error(["executing"])
+        self._check_update_completion(order)
         self._complete_order(order)
+
+    def _check_update_completion(self, order: dict[str, Any]) -> None:
+        """The 2024 server's fault in completing an Update (``callbacks.resource_update_succeeded``): it formats
+        the resource's current limits and the order's limits for a notification with
+        ``format_limits_list(offering.get_limit_components(), limits)``, which looks each key up among the
+        offering's *limit-type* components. A key that is not one (a usage-type component written by an agent's
+        set_limits, or a removed component) raises KeyError: HTTP 500, the transaction rolls back, the order
+        stays executing and the resource Updating. Both set_state_done and the allocation's updating->ok
+        auto-completion run that callback. It runs only when the order has limits (``if order and order.limits``)."""
+        if self.profile != "2024" or order["type"] != "Update" or not order["limits"]:
+            return
+        res = self._resource_of(order)
+        if res is None:
+            return
+        limit_types = {c["type"] for c in self.offering_components(order["offering_uuid"]) if c["billing_type"] == "limit"}
+        for key in [*res["limits"], *order["limits"]]:
+            if key not in limit_types:
+                raise ServerError(f"KeyError: {key!r} in format_limits_list")
 
     def _complete_order(self, order: dict[str, Any]) -> None:
         order["state"] = "done"
@@ -900,15 +929,17 @@ class Store:
     def set_allocation_state(self, res: dict[str, Any], state: str) -> None:
         alloc = self.allocation_of(res)
         if state not in ALLOC_TRANSITIONS:
-            raise ApiError(400, {"state": [f'"{state}" is not a valid choice.']})
+            raise ApiError(400, ["Invalid state: a corresponding method for transition is absent"])
         target, sources = ALLOC_TRANSITIONS[state]
         source = alloc["state"]
         if sources is not None and source not in sources:
             raise ApiError(409, {"detail": f"Allocation state can not be changed from {source} to {state}."})
-        alloc["state"] = target
-        alloc["modified"] = self.now_iso()
         order = self.order_in_progress(res["uuid"])
         executing = order if order is not None and order["state"] == "executing" else None
+        if target == ALLOC_OK and source == ALLOC_UPDATING and executing is not None:
+            self._check_update_completion(executing)  # before any change: the server rolls the request back
+        alloc["state"] = target
+        alloc["modified"] = self.now_iso()
         if target == ALLOC_OK:
             if executing is not None and (
                 (source == ALLOC_CREATING and executing["type"] == "Create")
