@@ -95,9 +95,14 @@ def test_idempotent_writes_are_retried(waldur_client_any: WaldurClient) -> None:
     w.inject_fault("/api/marketplace-provider-resources/*/set_backend_id/", kind="drop", when="after", count=1)
     w.inject_fault("/api/marketplace-component-usages/set_usage/", status=503, count=1)
     client.set_backend_id(res, "hpc_r")
-    client.set_usage(res, {"cpu": 5})
     assert client.get_resource(res).backend_id == "hpc_r"
     assert [e["status"] for e in sent(w, "/api/marketplace-provider-resources/{uuid}/set_backend_id/")] == [0, 200]
+    # set_usage is not re-sent blind (a server that applied a timed-out report would apply it twice): the
+    # month is re-read, the report was not applied, and the next cycle sends it.
+    with pytest.raises(WaldurTransientError):
+        client.set_usage(res, {"cpu": 5})
+    assert [e["status"] for e in sent(w, "/api/marketplace-component-usages/set_usage/")] == [503]
+    client.set_usage(res, {"cpu": 5})
     assert [e["status"] for e in sent(w, "/api/marketplace-component-usages/set_usage/")] == [503, 201]
 
 
