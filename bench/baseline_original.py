@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from waldur_slurm.slurm.executor import DockerExecutor, Executor, NativeExecutor
+from waldur_slurm.slurm.cli.executor import DockerExecutor, Executor, NativeExecutor
 
 FLAGS = ["--parsable2", "--noheader", "--immediate"]
 

@@ -15,10 +15,10 @@ import time
 import uuid
 from typing import Any
 
-from waldur_slurm import naming
-from waldur_slurm.components import Component
-from waldur_slurm.pull_plan import PlanConfig, plan_membership, plan_orders
-from waldur_slurm.slurm.client import SlurmAccount, SlurmState
+from waldur_slurm.domain import naming
+from waldur_slurm.domain.components import Component
+from waldur_slurm.pull.plan import PlanConfig, plan_membership, plan_orders
+from waldur_slurm.slurm.cli.client import SlurmAccount, SlurmState
 from waldur_slurm.waldur.models import OfferingUser, Order, Resource, TeamMember
 
 ROOT = "bench_root"

@@ -17,8 +17,8 @@ import time
 import uuid
 from pathlib import Path
 
-from waldur_slurm.slurm.client import SlurmClient
-from waldur_slurm.slurm.executor import NativeExecutor
+from waldur_slurm.slurm.cli.client import SlurmClient
+from waldur_slurm.slurm.cli.executor import NativeExecutor
 from waldur_slurm.slurm.ops import AddAccounts, AddUsers, Op, RemoveAccounts, RemoveUsers
 
 CHECK_TREE = Path(__file__).resolve().parents[1] / "devenv" / "slurm" / "check-tree"

@@ -25,8 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from waldur_slurm.slurm.client import DEFAULT_WRITE_LOCK, SlurmClient
-from waldur_slurm.slurm.executor import NativeExecutor
+from waldur_slurm.slurm.cli.client import DEFAULT_WRITE_LOCK, SlurmClient
+from waldur_slurm.slurm.cli.executor import NativeExecutor
 from waldur_slurm.slurm.ops import AddAccounts, AddUsers
 
 from .common import log, retry

@@ -16,8 +16,8 @@ import secrets
 import sys
 import time
 
-from waldur_slurm.slurm.client import SlurmClient
-from waldur_slurm.slurm.executor import NativeExecutor
+from waldur_slurm.slurm.cli.client import SlurmClient
+from waldur_slurm.slurm.cli.executor import NativeExecutor
 from waldur_slurm.slurm.ops import AddAccounts, AddUsers
 
 from .slurm_side import BENCH_MARK, BENCH_ORG, TAG_PREFIX, cleanup_tag, sh, write_locked

@@ -88,10 +88,10 @@ def main(argv: list[str]) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
-    from waldur_slurm.clients import make_slurm_client, make_waldur_client
+    from waldur_slurm.daemon.wiring import make_slurm_client, make_waldur_client
     from waldur_slurm.config import load_settings
-    from waldur_slurm.pull import PullReconciler
-    from waldur_slurm.push import PushReporter
+    from waldur_slurm.pull.reconciler import PullReconciler
+    from waldur_slurm.push.reporter import PushReporter
 
     settings = load_settings(os.environ)
     waldur = make_waldur_client(settings)

@@ -27,9 +27,9 @@ from pathlib import Path
 
 from waldur_standin.testing import StandIn
 
-from waldur_slurm.components import load_components
-from waldur_slurm.slurm.client import SlurmClient
-from waldur_slurm.slurm.executor import NativeExecutor
+from waldur_slurm.domain.components import load_components
+from waldur_slurm.slurm.cli.client import SlurmClient
+from waldur_slurm.slurm.cli.executor import NativeExecutor
 from waldur_slurm.slurm.ops import CancelJobs, RemoveAccounts
 
 REPO = Path(__file__).resolve().parents[1]

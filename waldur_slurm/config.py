@@ -18,9 +18,9 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from waldur_slurm.components import Component, ComponentsError, load_components
+from waldur_slurm.domain.components import Component, ComponentsError, load_components
 from waldur_slurm.slurm.ops import MAX_NAME_LEN as MAX_ACCOUNT_NAME_LEN
-from waldur_slurm.urls import mask_url
+from waldur_slurm.domain.urls import mask_url
 
 
 class ConfigError(ValueError):

@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"waldur-slurm-agent: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
-    from waldur_slurm import observability
+    from waldur_slurm.tools import observability
 
     observability.setup_logging(settings)
     observability.setup_sentry(settings)
@@ -97,11 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning(warning)
 
     if args.diag:
-        from waldur_slurm import diag
+        from waldur_slurm.tools import diag
 
         return diag.run(settings)
     if args.load_components:
-        from waldur_slurm import load_components
+        from waldur_slurm.tools import load_components
 
         return load_components.run(settings, dry_run=args.dry_run, remove_missing=args.remove_missing)
 
@@ -115,7 +115,7 @@ def startup_checks(settings: Settings, waldur: Any, slurm: Any) -> int | None:
     would find nothing, silently, forever. An unreachable Waldur or SLURM does not: it may come back, so the
     daemon runs degraded (red health, work deferred) and says so.
     """
-    from waldur_slurm.clients import slurm_probe
+    from waldur_slurm.daemon.wiring import slurm_probe
     from waldur_slurm.waldur.errors import WaldurAuthError, WaldurNotFound, WaldurTransientError
 
     try:
@@ -149,9 +149,9 @@ def startup_checks(settings: Settings, waldur: Any, slurm: Any) -> int | None:
 
 def run_daemon(settings: Settings, *, once: bool, dry_run: bool) -> int:
     """Wire the clients to the pull reconciler or the push reporter and hand them to the loop."""
-    from waldur_slurm.clients import make_slurm_client, make_waldur_client, slurm_probe
-    from waldur_slurm.loop import PeriodicTask
-    from waldur_slurm.loop import run_daemon as run_tasks
+    from waldur_slurm.daemon.wiring import make_slurm_client, make_waldur_client, slurm_probe
+    from waldur_slurm.daemon.loop import PeriodicTask
+    from waldur_slurm.daemon.loop import run_daemon as run_tasks
 
     waldur = make_waldur_client(settings)
     slurm = make_slurm_client(settings)
@@ -161,7 +161,7 @@ def run_daemon(settings: Settings, *, once: bool, dry_run: bool) -> int:
             return stop
         probe = lambda: slurm_probe(slurm)  # noqa: E731
         if settings.sync_direction == "pull":
-            from waldur_slurm.pull import PullReconciler
+            from waldur_slurm.pull.reconciler import PullReconciler
 
             reconciler = PullReconciler(settings, waldur, slurm)
             tasks = [
@@ -172,8 +172,8 @@ def run_daemon(settings: Settings, *, once: bool, dry_run: bool) -> int:
         else:
             from datetime import datetime, timezone
 
-            from waldur_slurm.push import PushReporter
-            from waldur_slurm.usage import seconds_until_closing_cycle
+            from waldur_slurm.push.reporter import PushReporter
+            from waldur_slurm.push.usage import seconds_until_closing_cycle
 
             reporter = PushReporter(settings, waldur, slurm)
             tasks = [

@@ -16,8 +16,8 @@ import pytest
 from tests.mastermind.conftest import Site, slurm_state
 from tests.support.mastermind import run_agent
 from tests.support.slurm import CLIENT_TIMEOUT
-from waldur_slurm.slurm.client import SlurmClient
-from waldur_slurm.slurm.executor import NativeExecutor
+from waldur_slurm.slurm.cli.client import SlurmClient
+from waldur_slurm.slurm.cli.executor import NativeExecutor
 from waldur_slurm.slurm.ops import AddUsers, RemoveUsers
 
 pytestmark = [pytest.mark.mastermind, pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(4 * 3600)]

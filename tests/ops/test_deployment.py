@@ -16,7 +16,7 @@ from dotenv import dotenv_values
 
 from waldur_slurm import __version__
 from waldur_slurm.config import KNOWN_VARIABLES, load_settings
-from waldur_slurm.loop import EXIT_AUTH
+from waldur_slurm.daemon.loop import EXIT_AUTH
 from waldur_slurm.main import EXIT_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
@@ -181,7 +181,7 @@ def test_compose_file_structure():
         assert service["init"] is True
         test = service["healthcheck"]["test"]
         # No --max-age: the probe uses each task's own period from the heartbeat file.
-        assert test == ["CMD", "python", "-m", "waldur_slurm.observability", "check-heartbeat", heartbeat]
+        assert test == ["CMD", "python", "-m", "waldur_slurm.tools.observability", "check-heartbeat", heartbeat]
         assert service["secrets"] == ["waldur_api_token"]
     assert data["secrets"]["waldur_api_token"]["file"] == "./waldur-api-token"
 
@@ -345,7 +345,7 @@ def test_sdist_and_wheel_carry_the_operator_files_and_install_with_the_script(tm
                               capture_output=True, text=True, timeout=60, cwd=tmp_path)
     where, installed = metadata.stdout.split()
     assert where.startswith(str(env_dir)) and installed == __version__
-    probe = subprocess.run([str(env_dir / "bin" / "python"), "-m", "waldur_slurm.observability", "check-heartbeat",
+    probe = subprocess.run([str(env_dir / "bin" / "python"), "-m", "waldur_slurm.tools.observability", "check-heartbeat",
                             str(tmp_path / "none"), "--max-age", "1"], capture_output=True, text=True, timeout=60)
     assert probe.returncode == 1 and "does not exist" in probe.stdout  # the compose healthcheck works installed
 

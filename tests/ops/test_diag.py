@@ -16,7 +16,7 @@ import pytest
 from waldur_standin.testing import StandIn
 
 from tests.support.slurm import CONTAINER_NAME, unique_name
-from waldur_slurm import diag, load_components
+from waldur_slurm.tools import diag, load_components
 from waldur_slurm.config import load_settings
 from waldur_slurm.slurm import DockerExecutor, NativeExecutor, SlurmClient
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from waldur_standin.testing import StandIn
 
-from waldur_slurm import load_components
+from waldur_slurm.tools import load_components
 from waldur_slurm.config import load_settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from waldur_slurm.components import Component
-from waldur_slurm.load_components import (
+from waldur_slurm.domain.components import Component
+from waldur_slurm.tools.load_components import (
     CREATE,
     EXTRA,
     REMOVE,

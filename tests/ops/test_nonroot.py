@@ -27,7 +27,7 @@ import pytest
 
 from tests.pull.conftest import PullEnv, env_vars, pull_env_8, sacctmgr, tree_of  # noqa: F401
 from tests.support.slurm import unique_name
-from waldur_slurm.slurm.client import DEFAULT_WRITE_LOCK
+from waldur_slurm.slurm.cli.client import DEFAULT_WRITE_LOCK
 
 pytestmark = pytest.mark.slurm
 

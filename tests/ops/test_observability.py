@@ -23,8 +23,8 @@ from types import SimpleNamespace
 import pytest
 
 from waldur_slurm import __version__
-from waldur_slurm.cycle import CycleReport
-from waldur_slurm.observability import (
+from waldur_slurm.daemon.cycle import CycleReport
+from waldur_slurm.tools.observability import (
     FILTERED,
     EventFilter,
     Metrics,
@@ -109,9 +109,9 @@ def sentry_stub() -> Iterator[SentryStub]:
 AGENT = r"""
 import logging, sys, threading, types
 import sentry_sdk
-from waldur_slurm.cycle import CycleReport
-from waldur_slurm.loop import PeriodicTask, run_loop
-from waldur_slurm.observability import setup_logging, setup_sentry
+from waldur_slurm.daemon.cycle import CycleReport
+from waldur_slurm.daemon.loop import PeriodicTask, run_loop
+from waldur_slurm.tools.observability import setup_logging, setup_sentry
 
 dsn, token = sys.argv[1], sys.argv[2]
 settings = types.SimpleNamespace(sentry_dsn=dsn, waldur_api_token=token, sentry_environment="ci-test",
@@ -175,7 +175,7 @@ def test_event_filter_identity_and_scrubbing():
     event_filter = EventFilter(Redactor([TOKEN]))
 
     def event(exc_type: str, value: str, line: int) -> dict:
-        frame = {"module": "waldur_slurm.pull", "function": "apply", "lineno": line}
+        frame = {"module": "waldur_slurm.pull.reconciler", "function": "apply", "lineno": line}
         return {"exception": {"values": [{"type": exc_type, "value": value, "stacktrace": {"frames": [frame]}}]},
                 "request": {"headers": [["Authorization", f"Token {TOKEN}"], ["Accept", "json"]]}}
 
@@ -185,7 +185,7 @@ def test_event_filter_identity_and_scrubbing():
     assert first["exception"]["values"][0]["value"] == f"failed for {FILTERED}"
     assert event_filter(event("SlurmError", "another message, same place", 10)) is None
     assert event_filter(event("SlurmError", "same type, other place", 11)) is not None
-    log_event = {"logger": "waldur_slurm.pull", "logentry": {"message": "order %s failed", "params": ["x"]}}
+    log_event = {"logger": "waldur_slurm.pull.reconciler", "logentry": {"message": "order %s failed", "params": ["x"]}}
     assert event_filter(dict(log_event)) is not None
     assert event_filter({**log_event, "logentry": {"message": "order %s failed", "params": ["y"]}}) is None
     assert event_filter.dropped == 2
@@ -206,17 +206,17 @@ def test_json_logging_one_object_per_line_without_the_token():
     settings = SimpleNamespace(log_level="DEBUG", log_format="json", waldur_api_token=TOKEN, sentry_dsn=None)
     handler = setup_logging(settings, stream=stream)
     try:
-        logging.getLogger("waldur_slurm.pull").info("order %s done with %s", "abc", TOKEN)
+        logging.getLogger("waldur_slurm.pull.reconciler").info("order %s done with %s", "abc", TOKEN)
         try:
             raise KeyError("boom")
         except KeyError:
-            logging.getLogger("waldur_slurm.push").exception("push cycle crashed")
+            logging.getLogger("waldur_slurm.push.reporter").exception("push cycle crashed")
     finally:
         logging.getLogger().removeHandler(handler)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2
     first, second = (json.loads(line) for line in lines)
-    assert first["level"] == "INFO" and first["logger"] == "waldur_slurm.pull"
+    assert first["level"] == "INFO" and first["logger"] == "waldur_slurm.pull.reconciler"
     assert first["message"] == f"order abc done with {FILTERED}"
     assert second["level"] == "ERROR" and "KeyError: 'boom'" in second["exc_info"]
     assert TOKEN not in stream.getvalue()
@@ -227,20 +227,20 @@ def test_text_logging_level_from_settings():
     settings = SimpleNamespace(log_level="WARNING", log_format="text", waldur_api_token=TOKEN, sentry_dsn=None)
     handler = setup_logging(settings, stream=stream)
     try:
-        logging.getLogger("waldur_slurm.pull").info("hidden")
-        logging.getLogger("waldur_slurm.pull").warning("shown")
+        logging.getLogger("waldur_slurm.pull.reconciler").info("hidden")
+        logging.getLogger("waldur_slurm.pull.reconciler").warning("shown")
     finally:
         logging.getLogger().removeHandler(handler)
         logging.getLogger().setLevel(logging.WARNING)
     assert stream.getvalue().count("\n") == 1
-    assert " WARNING waldur_slurm.pull: shown" in stream.getvalue()
+    assert " WARNING waldur_slurm.pull.reconciler: shown" in stream.getvalue()
 
 
 def test_heartbeat_file_and_probe(tmp_path):
     path = tmp_path / "hb"
     assert heartbeat_age(path) is None
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    probe = [sys.executable, "-m", "waldur_slurm.observability", "check-heartbeat", str(path), "--max-age", "60"]
+    probe = [sys.executable, "-m", "waldur_slurm.tools.observability", "check-heartbeat", str(path), "--max-age", "60"]
     missing = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=30)
     assert missing.returncode == 1 and "does not exist" in missing.stdout
     touch_heartbeat(path, time.time() - 120)
@@ -301,8 +301,8 @@ def test_metrics_endpoint_in_prometheus_text_format():
 
 def test_text_logging_leaves_the_timestamp_to_journald(tmp_path):
     log_file = tmp_path / "journal"
-    script = ("import logging; from waldur_slurm.observability import setup_logging; "
-              "setup_logging(level='INFO', fmt='text'); logging.getLogger('waldur_slurm.pull').info('hello')")
+    script = ("import logging; from waldur_slurm.tools.observability import setup_logging; "
+              "setup_logging(level='INFO', fmt='text'); logging.getLogger('waldur_slurm.pull.reconciler').info('hello')")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("JOURNAL_STREAM", None)
     with log_file.open("w") as stderr:
@@ -311,15 +311,15 @@ def test_text_logging_leaves_the_timestamp_to_journald(tmp_path):
         subprocess.run([sys.executable, "-c", script], env={**env, "JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino}"},
                        stderr=stderr, timeout=30, check=True)
     plain, journal = log_file.read_text().splitlines()
-    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO waldur_slurm.pull: hello$", plain), plain
-    assert journal == "INFO waldur_slurm.pull: hello"
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO waldur_slurm.pull.reconciler: hello$", plain), plain
+    assert journal == "INFO waldur_slurm.pull.reconciler: hello"
 
 
 DAEMON = r"""
 import sys, time, types
-from waldur_slurm.cycle import CycleReport
-from waldur_slurm.loop import PeriodicTask, run_daemon
-from waldur_slurm.observability import setup_logging
+from waldur_slurm.daemon.cycle import CycleReport
+from waldur_slurm.daemon.loop import PeriodicTask, run_daemon
+from waldur_slurm.tools.observability import setup_logging
 
 setup_logging(level="INFO", fmt="json")
 def cycle(dry_run):

@@ -166,7 +166,7 @@ def test_daemon_without_sacctmgr_runs_degraded_and_says_so_everywhere(pull_env_8
             time.sleep(0.2)
         assert status == 503, body
         assert "pull: SLURM unreachable: command not found: sacctmgr" in body
-        probe = subprocess.run([sys.executable, "-m", "waldur_slurm.observability", "check-heartbeat", str(heartbeat)],
+        probe = subprocess.run([sys.executable, "-m", "waldur_slurm.tools.observability", "check-heartbeat", str(heartbeat)],
                                env=proc_env, capture_output=True, text=True, timeout=60)
         assert probe.returncode == 1 and "pull: SLURM unreachable" in probe.stdout, probe.stdout
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:

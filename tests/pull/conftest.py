@@ -22,9 +22,9 @@ from tests.support.slurm import (  # noqa: F401
     slurm_root,
 )
 from waldur_slurm.config import Settings, load_settings
-from waldur_slurm.pull import PullReconciler
-from waldur_slurm.slurm.client import SlurmClient, SlurmState
-from waldur_slurm.slurm.executor import NativeExecutor
+from waldur_slurm.pull.reconciler import PullReconciler
+from waldur_slurm.slurm.cli.client import SlurmClient, SlurmState
+from waldur_slurm.slurm.cli.executor import NativeExecutor
 from waldur_slurm.waldur.client import WaldurClient
 
 from waldur_standin.testing import StandIn

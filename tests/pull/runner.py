@@ -13,9 +13,9 @@ import os
 import sys
 
 from waldur_slurm.config import load_settings
-from waldur_slurm.pull import PullReconciler
-from waldur_slurm.slurm.client import SlurmClient
-from waldur_slurm.slurm.executor import NativeExecutor
+from waldur_slurm.pull.reconciler import PullReconciler
+from waldur_slurm.slurm.cli.client import SlurmClient
+from waldur_slurm.slurm.cli.executor import NativeExecutor
 from waldur_slurm.waldur.client import WaldurClient
 
 

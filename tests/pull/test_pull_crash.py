@@ -33,7 +33,7 @@ import pytest
 from waldur_standin.testing import StandIn
 
 from tests.pull.conftest import PullEnv, env_vars, make_env, tree_of
-from waldur_slurm import naming
+from waldur_slurm.domain import naming
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -16,8 +16,8 @@ import pytest
 
 from tests.pull.conftest import PullEnv, tree_of
 from tests.support.slurm import CLIENT_TIMEOUT, CONTAINER_NAME, docker_host  # noqa: F401
-from waldur_slurm.slurm.client import SlurmClient
-from waldur_slurm.slurm.executor import DockerExecutor
+from waldur_slurm.slurm.cli.client import SlurmClient
+from waldur_slurm.slurm.cli.executor import DockerExecutor
 
 pytestmark = [pytest.mark.slurm, pytest.mark.docker]
 

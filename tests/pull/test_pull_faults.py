@@ -14,7 +14,7 @@ import pytest
 
 from tests.pull.conftest import MEM_LIMIT, PullEnv, read_state, tree_of
 from tests.support.slurm import RunJob, job_states, slurm_ctl, wait_jobs_in_sacct
-from waldur_slurm import naming
+from waldur_slurm.domain import naming
 
 pytestmark = pytest.mark.slurm
 

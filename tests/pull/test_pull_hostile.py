@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.pull.conftest import MEM_LIMIT, PullEnv, read_state, sacctmgr, tree_of
-from waldur_slurm import naming
+from waldur_slurm.domain import naming
 from waldur_slurm.slurm.ops import validate_account
 
 pytestmark = pytest.mark.slurm

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.pull.conftest import MEM_LIMIT, PullEnv, read_state, sacctmgr, tree_of
-from waldur_slurm import naming
+from waldur_slurm.domain import naming
 
 pytestmark = pytest.mark.slurm
 

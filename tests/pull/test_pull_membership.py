@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.pull.conftest import PullEnv, read_state, sacctmgr, tree_of
-from waldur_slurm.slurm.client import SlurmClient
-from waldur_slurm.slurm.executor import NativeExecutor
+from waldur_slurm.slurm.cli.client import SlurmClient
+from waldur_slurm.slurm.cli.executor import NativeExecutor
 from waldur_slurm.slurm.ops import AddUsers
 
 pytestmark = pytest.mark.slurm
@@ -114,7 +114,7 @@ def test_homedirs_of_added_users(pull_env: PullEnv, linux_user: str) -> None:
 
 
 def test_membership_moves_the_account_of_a_project_that_changed_customer(pull_env: PullEnv) -> None:
-    from waldur_slurm import naming
+    from waldur_slurm.domain import naming
 
     env = pull_env
     rules = naming.NamingRules()

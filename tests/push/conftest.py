@@ -22,9 +22,9 @@ from waldur_standin.testing import StandIn
 
 from tests.support.waldur import make_client
 from waldur_slurm.config import Settings, load_settings
-from waldur_slurm.push import PushReporter
-from waldur_slurm.slurm.client import SlurmClient
-from waldur_slurm.slurm.executor import NativeExecutor
+from waldur_slurm.push.reporter import PushReporter
+from waldur_slurm.slurm.cli.client import SlurmClient
+from waldur_slurm.slurm.cli.executor import NativeExecutor
 from waldur_slurm.slurm.ops import AddAccounts, AddUsers
 from waldur_slurm.waldur.client import WaldurClient
 

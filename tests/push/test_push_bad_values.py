@@ -9,7 +9,7 @@ import pytest
 
 from tests.push.conftest import MINUTES_COMPONENTS, PushEnv
 from tests.support.slurm import submit_job, wait_jobs_in_sacct
-from waldur_slurm.usage import billing_window
+from waldur_slurm.push.usage import billing_window
 
 pytestmark = pytest.mark.slurm
 # limit-type components: the only ones whose limits push reports (their usage is reported too)

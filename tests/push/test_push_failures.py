@@ -9,7 +9,7 @@ import pytest
 from tests.push.conftest import PushEnv, writes
 from tests.support.waldur import make_client
 from tests.support.slurm import submit_job, wait_jobs_in_sacct
-from waldur_slurm.usage import billing_window
+from waldur_slurm.push.usage import billing_window
 
 pytestmark = pytest.mark.slurm
 SET_USAGE = "/api/marketplace-component-usages/set_usage/"

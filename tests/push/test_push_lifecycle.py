@@ -13,7 +13,7 @@ import pytest
 from tests.push.conftest import PushEnv, cents, expected_usage, raw_sacct, writes
 from tests.support.slurm import slurm_ctl, submit_job, wait_jobs_in_sacct
 from waldur_slurm.slurm.ops import RemoveAccounts
-from waldur_slurm.usage import billing_window
+from waldur_slurm.push.usage import billing_window
 
 pytestmark = pytest.mark.slurm
 UTC = timezone.utc

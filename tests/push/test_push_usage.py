@@ -14,7 +14,7 @@ import pytest
 from tests.push.conftest import MINUTES_COMPONENTS, PushEnv, cents, expected_usage, raw_sacct, writes
 from tests.support.slurm import submit_job, wait_jobs_in_sacct
 from waldur_slurm.slurm.ops import SetLimits
-from waldur_slurm.usage import billing_window
+from waldur_slurm.push.usage import billing_window
 
 pytestmark = pytest.mark.slurm
 UTC = timezone.utc

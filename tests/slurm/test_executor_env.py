@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.support.slurm import CLIENT_TIMEOUT
-from waldur_slurm.slurm.client import SlurmClient
-from waldur_slurm.slurm.executor import NativeExecutor
+from waldur_slurm.slurm.cli.client import SlurmClient
+from waldur_slurm.slurm.cli.executor import NativeExecutor
 
 TOKEN = "tok-0123456789abcdef0123456789abcdef"
 DSN = "https://publickey123@sentry.example.org/42"

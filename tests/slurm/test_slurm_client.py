@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 
 from tests.support.slurm import RunJob, submit_job, unique_name, wait_jobs_in_sacct
-from waldur_slurm.slurm.client import SlurmClient
+from waldur_slurm.slurm.cli.client import SlurmClient
 from waldur_slurm.slurm.errors import AccountMoveRefused, ActiveJobsError, SlurmCommandError
 from waldur_slurm.slurm.ops import (
     AddAccounts,

@@ -20,7 +20,7 @@ import docker
 import pytest
 
 from tests.support.slurm import CONTAINER_NAME, slurm_ctl, unique_name
-from waldur_slurm.slurm.client import SlurmClient
+from waldur_slurm.slurm.cli.client import SlurmClient
 from waldur_slurm.slurm.errors import (
     CommandNotFound,
     ContainerMissing,
@@ -30,7 +30,7 @@ from waldur_slurm.slurm.errors import (
     SlurmTransientError,
     SlurmUnavailable,
 )
-from waldur_slurm.slurm.executor import DockerExecutor, NativeExecutor
+from waldur_slurm.slurm.cli.executor import DockerExecutor, NativeExecutor
 from waldur_slurm.slurm.ops import AddAccounts
 
 pytestmark = pytest.mark.slurm
@@ -165,7 +165,7 @@ def _command_after_killing_its_agent(tmp_path, kill_with_parent: bool) -> int:  
     agent = subprocess.Popen(
         [sys.executable, "-c",
          "import sys\n"
-         "from waldur_slurm.slurm.executor import NativeExecutor\n"
+         "from waldur_slurm.slurm.cli.executor import NativeExecutor\n"
          f"NativeExecutor(kill_with_parent={kill_with_parent}).run("
          f"['sh', '-c', 'echo $$ > {marker}; exec sleep 60'], timeout=120)\n"],
     )

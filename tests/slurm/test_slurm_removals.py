@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.slurm import CLIENT_TIMEOUT
-from waldur_slurm.slurm.client import SlurmClient
-from waldur_slurm.slurm.executor import NativeExecutor
+from waldur_slurm.slurm.cli.client import SlurmClient
+from waldur_slurm.slurm.cli.executor import NativeExecutor
 from waldur_slurm.slurm.ops import AddAccounts, AddUsers, RemoveUsers, SetDefaultAccount
 
 pytestmark = pytest.mark.slurm

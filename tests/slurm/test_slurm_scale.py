@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from tests.support.slurm import REPO, RunJob, wait_jobs_in_sacct
-from waldur_slurm.slurm.client import SlurmClient
+from waldur_slurm.slurm.cli.client import SlurmClient
 from waldur_slurm.slurm.ops import AddAccounts, AddUsers
 
 pytestmark = pytest.mark.slurm

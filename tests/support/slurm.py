@@ -21,9 +21,9 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 import pytest
 
-from waldur_slurm.slurm.client import SlurmClient
+from waldur_slurm.slurm.cli.client import SlurmClient
 from waldur_slurm.slurm.errors import ActiveJobsError
-from waldur_slurm.slurm.executor import DockerExecutor, NativeExecutor
+from waldur_slurm.slurm.cli.executor import DockerExecutor, NativeExecutor
 from waldur_slurm.slurm.ops import AddAccounts, CancelJobs, RemoveAccounts
 
 REPO = Path(__file__).resolve().parents[2]

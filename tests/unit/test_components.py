@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from waldur_slurm.components import Component, ComponentsError, load_components, parse_components
+from waldur_slurm.domain.components import Component, ComponentsError, load_components, parse_components
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config-components.yaml.example"
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from waldur_slurm.concurrency import LatencyGovernor, run_bounded
+from waldur_slurm.daemon.concurrency import LatencyGovernor, run_bounded
 
 
 def test_every_item_once_and_never_more_than_workers_at_once() -> None:

@@ -17,14 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.test_pull_plan import COMPONENTS, CONFIG, hexid, order, tree
-from waldur_slurm import naming
-from waldur_slurm.components import Component
-from waldur_slurm.naming import NamingError, NamingRules
-from waldur_slurm.pull_plan import OrderInvalid, plan_orders, validate_limits
-from waldur_slurm.slurm.client import parse_jobs, parse_state
+from waldur_slurm.domain import naming
+from waldur_slurm.domain.components import Component
+from waldur_slurm.domain.naming import NamingError, NamingRules
+from waldur_slurm.pull.plan import OrderInvalid, plan_orders, validate_limits
+from waldur_slurm.slurm.cli.client import parse_jobs, parse_state
 from waldur_slurm.slurm.ops import validate_account
-from waldur_slurm.slurm.parsing import SlurmParseError, parse_elapsed, parse_elapsed_raw, parse_limits, parse_tres
-from waldur_slurm.usage import (
+from waldur_slurm.slurm.cli.parsing import SlurmParseError, parse_elapsed, parse_elapsed_raw, parse_limits, parse_tres
+from waldur_slurm.push.usage import (
     ResourceUsage,
     aggregate,
     apportion,
@@ -34,7 +34,7 @@ from waldur_slurm.usage import (
     round_cents,
     to_waldur_usage,
 )
-from waldur_slurm.values import MAX_EXPONENT, BadValue, show, to_decimal
+from waldur_slurm.domain.values import MAX_EXPONENT, BadValue, show, to_decimal
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

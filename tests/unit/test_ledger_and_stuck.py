@@ -9,13 +9,13 @@ from decimal import Decimal
 from pathlib import Path
 
 from tests.unit.test_pull_plan import CONFIG, PROJ_ACC, Acc, member, order, ouser, hexid, resource, tree
-from waldur_slurm import naming
-from waldur_slurm.components import Component
-from waldur_slurm.ledger import Ledger, after_ops
-from waldur_slurm.pull_plan import SetResourceLimits, plan_membership, plan_orders
-from waldur_slurm.push import limits_to_report
+from waldur_slurm.domain import naming
+from waldur_slurm.domain.components import Component
+from waldur_slurm.pull.ledger import Ledger, after_ops
+from waldur_slurm.pull.plan import SetResourceLimits, plan_membership, plan_orders
+from waldur_slurm.push.reporter import limits_to_report
 from waldur_slurm.slurm.ops import AddAccountTree, AddAccountsDescribed, AddUsers, LoadUser, RemoveAccounts, RemoveUsers
-from waldur_slurm.stuck import StuckOrders, counts_as_stuck
+from waldur_slurm.pull.stuck import StuckOrders, counts_as_stuck
 from waldur_slurm.waldur.errors import WaldurAllocationPending, WaldurTransientError
 
 
@@ -102,7 +102,7 @@ def test_push_reports_only_limit_type_keys_and_drops_others() -> None:
 def test_diag_names_executing_orders_without_progress() -> None:
     from tests.unit.test_config import env
     from waldur_slurm.config import load_settings
-    from waldur_slurm.diag import stalled_orders
+    from waldur_slurm.tools.diag import stalled_orders
     from waldur_slurm.waldur.models import Order
 
     settings = load_settings(env(WALDUR_PULL_PERIOD_SECONDS="60", WALDUR_ORDER_MAX_FAILED_CYCLES="4"))
@@ -118,8 +118,8 @@ def test_diag_names_executing_orders_without_progress() -> None:
 
 
 def test_usage_of_earlier_plan_periods_is_not_billed_again() -> None:
-    from waldur_slurm.push import Held
-    from waldur_slurm.usage import ResourceUsage
+    from waldur_slurm.push.reporter import Held
+    from waldur_slurm.push.usage import ResourceUsage
     from waldur_slurm.waldur.models import ComponentUsage, UserUsage
 
     res, old, new = hexid(), hexid(), hexid()
@@ -142,8 +142,8 @@ def test_usage_of_earlier_plan_periods_is_not_billed_again() -> None:
 
 
 def test_metrics_show_the_held_orders_of_the_last_pull_cycle() -> None:
-    from waldur_slurm.cycle import CycleReport
-    from waldur_slurm.observability import Metrics
+    from waldur_slurm.daemon.cycle import CycleReport
+    from waldur_slurm.tools.observability import Metrics
 
     metrics = Metrics()
     metrics.register("pull", 120)

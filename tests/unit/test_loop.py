@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from waldur_slurm.cycle import CycleReport
-from waldur_slurm.loop import EXIT_AUTH, EXIT_FAILED, EXIT_OK, PeriodicTask, default_jitter, run_loop
-from waldur_slurm.observability import Metrics
+from waldur_slurm.daemon.cycle import CycleReport
+from waldur_slurm.daemon.loop import EXIT_AUTH, EXIT_FAILED, EXIT_OK, PeriodicTask, default_jitter, run_loop
+from waldur_slurm.tools.observability import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -130,7 +130,7 @@ def test_crashing_cycle_is_logged_and_the_loop_goes_on(tmp_path, caplog):
     heartbeat = tmp_path / "heartbeat"
     metrics = Metrics()
     task = make_task("pull", 10, clock, calls, crash_on={2, 4})
-    with caplog.at_level(logging.INFO, logger="waldur_slurm.loop"):
+    with caplog.at_level(logging.INFO, logger="waldur_slurm.daemon.loop"):
         assert loop([task], clock, stop, heartbeat_file=str(heartbeat), metrics=metrics) == EXIT_OK
     assert [t for _, t in calls] == [0, 10, 20, 30]
     crashes = [r for r in caplog.records if r.levelno == logging.ERROR]
@@ -152,7 +152,7 @@ def test_auth_error_ends_the_loop_with_a_clear_message(caplog):
     calls: list[tuple[str, float]] = []
     tasks = [make_task("pull", 10, clock, calls, raise_exc=AuthError("401 Invalid token.")),
              make_task("membership", 10, clock, calls)]
-    with caplog.at_level(logging.INFO, logger="waldur_slurm.loop"):
+    with caplog.at_level(logging.INFO, logger="waldur_slurm.daemon.loop"):
         assert loop(tasks, clock, stop) == EXIT_AUTH
     assert calls == [("pull", 0)]  # nothing runs after it
     assert "Waldur refused the API token" in caplog.text and "WALDUR_API_TOKEN" in caplog.text
@@ -225,7 +225,7 @@ def test_unwritable_heartbeat_is_warned_once_and_does_not_stop_the_loop(tmp_path
     stop = threading.Event()
     clock = FakeClock(stop, until=25)
     calls: list[tuple[str, float]] = []
-    with caplog.at_level(logging.WARNING, logger="waldur_slurm.loop"):
+    with caplog.at_level(logging.WARNING, logger="waldur_slurm.daemon.loop"):
         loop([make_task("pull", 10, clock, calls)], clock, stop, heartbeat_file=str(tmp_path / "no" / "such" / "dir"))
     assert len(calls) == 3
     assert len([r for r in caplog.records if "heartbeat" in r.getMessage()]) == 1
@@ -234,9 +234,9 @@ def test_unwritable_heartbeat_is_warned_once_and_does_not_stop_the_loop(tmp_path
 # A real process: run_daemon with a slow cycle, SIGTERM in the middle of it.
 DAEMON = r"""
 import sys, time, types
-from waldur_slurm.cycle import CycleReport
-from waldur_slurm.loop import PeriodicTask, run_daemon
-from waldur_slurm.observability import setup_logging
+from waldur_slurm.daemon.cycle import CycleReport
+from waldur_slurm.daemon.loop import PeriodicTask, run_daemon
+from waldur_slurm.tools.observability import setup_logging
 
 setup_logging(level="INFO", fmt="text")
 count = 0
@@ -306,8 +306,8 @@ def test_extra_wakeup_runs_a_cycle_before_the_regular_one():
 import json
 import socket
 
-from waldur_slurm.loop import EXIT_UNREACHABLE, unreachable_reason
-from waldur_slurm.observability import SystemdNotifier, check_heartbeat
+from waldur_slurm.daemon.loop import EXIT_UNREACHABLE, unreachable_reason
+from waldur_slurm.tools.observability import SystemdNotifier, check_heartbeat
 from waldur_slurm.slurm.errors import CommandNotFound, ContainerMissing, SlurmCommandError, SlurmUnavailable
 from waldur_slurm.waldur.errors import WaldurTransientError
 
@@ -338,7 +338,7 @@ def test_unreachable_error_is_one_line_no_traceback_and_not_progress(tmp_path, c
     tasks = [make_task("pull", 120, clock, calls, raise_exc=missing), make_task("membership", 300, clock, calls)]
     heartbeat = tmp_path / "hb"
     metrics = Metrics(started=clock.wall())
-    with caplog.at_level(logging.INFO, logger="waldur_slurm.loop"):
+    with caplog.at_level(logging.INFO, logger="waldur_slurm.daemon.loop"):
         code = loop(tasks, clock, stop, once=True, heartbeat_file=str(heartbeat), metrics=metrics)
     assert code == EXIT_UNREACHABLE
     pull_lines = [r for r in caplog.records if r.getMessage().startswith("pull")]
@@ -410,7 +410,7 @@ def test_a_failed_cycle_turns_health_red_at_once_and_a_success_turns_it_green():
 def test_cycle_summary_is_one_json_record_with_the_counters_as_fields():
     import io
 
-    from waldur_slurm.observability import setup_logging
+    from waldur_slurm.tools.observability import setup_logging
 
     stream = io.StringIO()
     handler = setup_logging(level="INFO", fmt="json", stream=stream)

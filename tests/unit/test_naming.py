@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from waldur_slurm import naming
-from waldur_slurm.naming import NamingError, NamingRules
+from waldur_slurm.domain import naming
+from waldur_slurm.domain.naming import NamingError, NamingRules
 
 RULES = NamingRules()
 RES = "0d6b5e4c3b2a41f0a9e8d7c6b5a49382"

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from waldur_slurm import naming
-from waldur_slurm.components import Component
-from waldur_slurm.naming import NamingRules
-from waldur_slurm.pull_plan import (
+from waldur_slurm.domain import naming
+from waldur_slurm.domain.components import Component
+from waldur_slurm.domain.naming import NamingRules
+from waldur_slurm.pull.plan import (
     Associate,
     CompleteOrder,
     PlanConfig,
@@ -384,7 +384,7 @@ INTENTS = ("new_accounts", "new_owners", "set_limits", "limit_owners", "moves", 
 def test_a_rolled_back_order_takes_back_every_kind_of_intent_and_nothing_else() -> None:
     from dataclasses import replace
 
-    from waldur_slurm.pull_plan import _Work
+    from waldur_slurm.pull.plan import _Work
 
     alloc = Acc("hpc_a", PROJ_ACC, naming.resource_marker(hexid()), users=frozenset({"alice"}))
     work = _Work(tree(alloc, defaults={"alice": "hpc_a"}), replace(CONFIG, enable_homedir=True))

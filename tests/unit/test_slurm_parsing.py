@@ -11,8 +11,8 @@ from decimal import Decimal
 
 import pytest
 
-from waldur_slurm.slurm.client import SlurmClient, _chunk_names, _section_error, parse_jobs, parse_state
-from waldur_slurm.slurm.executor import NativeExecutor
+from waldur_slurm.slurm.cli.client import SlurmClient, _chunk_names, _section_error, parse_jobs, parse_state
+from waldur_slurm.slurm.cli.executor import NativeExecutor
 from waldur_slurm.slurm.errors import (
     ActiveJobsError,
     InvalidValue,
@@ -34,7 +34,7 @@ from waldur_slurm.slurm.ops import (
     SetLimits,
     sanitize_text,
 )
-from waldur_slurm.slurm.parsing import (
+from waldur_slurm.slurm.cli.parsing import (
     SlurmParseError,
     echoed_count,
     format_limits,

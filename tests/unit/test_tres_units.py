@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from waldur_slurm.slurm.client import parse_jobs, parse_state
-from waldur_slurm.slurm.parsing import SlurmParseError, parse_limits, parse_tres
-from waldur_slurm.usage import aggregate
+from waldur_slurm.slurm.cli.client import parse_jobs, parse_state
+from waldur_slurm.slurm.cli.parsing import SlurmParseError, parse_limits, parse_tres
+from waldur_slurm.push.usage import aggregate
 
 
 @pytest.mark.parametrize(

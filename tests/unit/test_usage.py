@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from waldur_slurm.components import Component
-from waldur_slurm.usage import (
+from waldur_slurm.domain.components import Component
+from waldur_slurm.push.usage import (
     ResourceUsage,
     aggregate,
     as_decimal,
@@ -387,7 +387,7 @@ def test_closing_cycles_are_due_five_minutes_and_thirty_seconds_before_the_month
     from datetime import datetime, timezone
     from zoneinfo import ZoneInfo
 
-    from waldur_slurm.usage import seconds_until_closing_cycle
+    from waldur_slurm.push.usage import seconds_until_closing_cycle
 
     tz = ZoneInfo("Europe/Tallinn")  # UTC+2 in November: the month ends at 2026-11-30T22:00:00Z
     assert seconds_until_closing_cycle(datetime(2026, 11, 30, 21, 0, tzinfo=timezone.utc), tz) == 3600 - 300

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.unit.test_pull_plan import CONFIG, tree
-from waldur_slurm.pull_plan import plan_orders
+from waldur_slurm.pull.plan import plan_orders
 from waldur_slurm.waldur.client import WaldurClient
 
 OFFERING = uuid.uuid4().hex

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from waldur_slurm import diag
+from waldur_slurm.tools import diag
 from waldur_slurm.config import load_settings
 from waldur_slurm.waldur.client import WaldurClient
 from waldur_slurm.waldur.errors import WaldurPermanentError

@@ -1,6 +1,6 @@
 """SLURM access: executors (native / docker exec), typed client, planned ops, parsers."""
 
-from .client import JobRecord, OpResult, SlurmAccount, SlurmClient, SlurmState
+from .cli.client import JobRecord, OpResult, SlurmAccount, SlurmClient, SlurmState
 from .errors import (
     ActiveJobsError,
     CommandNotFound,
@@ -14,7 +14,7 @@ from .errors import (
     SlurmTransientError,
     SlurmUnavailable,
 )
-from .executor import CommandResult, DockerExecutor, Executor, NativeExecutor
+from .cli.executor import CommandResult, DockerExecutor, Executor, NativeExecutor
 
 __all__ = [
     "ActiveJobsError",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from .errors import InvalidValue
-from .parsing import format_limits
+from .cli.parsing import format_limits
 
 ACCOUNT_RE = re.compile(r"^[a-z0-9_][a-z0-9_-]*$")
 USER_RE = re.compile(r"^[a-z0-9_][a-z0-9_.-]*$")

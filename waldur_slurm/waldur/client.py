@@ -120,7 +120,7 @@ from waldur_api_client.models import (
 from waldur_api_client.types import UNSET
 
 from .. import USER_AGENT
-from ..concurrency import run_bounded
+from ..daemon.concurrency import run_bounded
 from .errors import (
     WaldurAllocationPending,
     WaldurAuthError,

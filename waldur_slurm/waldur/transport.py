@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import httpx
 
-from waldur_slurm.urls import mask_url
+from waldur_slurm.domain.urls import mask_url
 
 from .errors import (
     WaldurAuthError,

@@ -24,8 +24,8 @@ from fractions import Fraction
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from waldur_slurm.components import Component
-from waldur_slurm.values import to_decimal
+from waldur_slurm.domain.components import Component
+from waldur_slurm.domain.values import to_decimal
 
 CENT = Decimal("0.01")
 SECONDS_PER_MINUTE = 60

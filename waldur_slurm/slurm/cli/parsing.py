@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
-from .errors import SlurmError
+from ..errors import SlurmError
 
 
 class SlurmParseError(SlurmError, ValueError):

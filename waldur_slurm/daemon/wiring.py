@@ -9,7 +9,7 @@ from waldur_slurm import USER_AGENT
 
 if TYPE_CHECKING:
     from waldur_slurm.config import Settings
-    from waldur_slurm.slurm.client import SlurmClient
+    from waldur_slurm.slurm.cli.client import SlurmClient
     from waldur_slurm.waldur.client import WaldurClient
 
 
@@ -30,8 +30,8 @@ def make_waldur_client(settings: Settings, *, timeout: float | None = None, max_
 
 
 def make_slurm_client(settings: Settings, *, timeout: float | None = None) -> SlurmClient:
-    from waldur_slurm.slurm.client import SlurmClient
-    from waldur_slurm.slurm.executor import DockerExecutor, NativeExecutor
+    from waldur_slurm.slurm.cli.client import SlurmClient
+    from waldur_slurm.slurm.cli.executor import DockerExecutor, NativeExecutor
 
     executor = NativeExecutor() if settings.deployment_type == "native" else DockerExecutor(settings.container_name)
     return SlurmClient(

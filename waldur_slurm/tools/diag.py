@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 from waldur_slurm.config import mask
-from waldur_slurm.urls import mask_url
+from waldur_slurm.domain.urls import mask_url
 
 if TYPE_CHECKING:
     from waldur_slurm.config import Settings
 
-log = logging.getLogger("waldur_slurm.diag")
+log = logging.getLogger("waldur_slurm.tools.diag")
 
 OK_MARK, FAIL_MARK = "✔", "✘"
 EXIT_OK = 0
@@ -73,7 +73,7 @@ def check_config(settings: Settings) -> Check:
 
 def waldur_checks(settings: Settings, waldur: Any) -> list[Check]:
     """Reachable + version, token, offering + permission, components, orders. Stops at the first blocker."""
-    from waldur_slurm.load_components import UNCHANGED, plan_components
+    from waldur_slurm.tools.load_components import UNCHANGED, plan_components
     from waldur_slurm.waldur.errors import WaldurAuthError, WaldurNotFound
 
     checks: list[Check] = []
@@ -266,13 +266,13 @@ def diag_settings(settings: Settings) -> Settings:
 
 
 def _build_waldur(settings: Settings) -> Any:
-    from waldur_slurm.clients import make_waldur_client
+    from waldur_slurm.daemon.wiring import make_waldur_client
 
     return make_waldur_client(settings, max_retries=0)  # a failure is the answer: no retries in diag
 
 
 def _build_slurm(settings: Settings) -> Any:
-    from waldur_slurm.clients import make_slurm_client
+    from waldur_slurm.daemon.wiring import make_slurm_client
 
     return make_slurm_client(settings)
 

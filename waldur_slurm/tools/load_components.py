@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TextIO
 
-from waldur_slurm.components import Component
+from waldur_slurm.domain.components import Component
 
 if TYPE_CHECKING:
     from waldur_slurm.config import Settings
     from waldur_slurm.waldur.models import OfferingComponent
 
-log = logging.getLogger("waldur_slurm.load_components")
+log = logging.getLogger("waldur_slurm.tools.load_components")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -220,13 +220,13 @@ def run(settings: Settings, waldur: Any | None = None, *, dry_run: bool = False,
     0: the offering matches the file (or would, for a dry run); 1: a component could not be written, or
     Waldur could not be reached; 3 (``loop.EXIT_AUTH``): Waldur refused the token.
     """
-    from waldur_slurm.loop import EXIT_AUTH
+    from waldur_slurm.daemon.loop import EXIT_AUTH
     from waldur_slurm.waldur.errors import WaldurAuthError, WaldurError, WaldurNotFound
 
     out = out or sys.stdout
     own_client = waldur is None
     if waldur is None:
-        from waldur_slurm.clients import make_waldur_client
+        from waldur_slurm.daemon.wiring import make_waldur_client
 
         waldur = make_waldur_client(settings)
     try:

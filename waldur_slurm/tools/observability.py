@@ -7,7 +7,7 @@ not progress (the reason is kept: "SLURM unreachable: ...") or when it has not s
 
 - ``/healthz`` and ``/metrics`` (``WALDUR_METRICS_PORT``), from ``Metrics``;
 - the **heartbeat file** (``WALDUR_HEARTBEAT_FILE``): JSON with each task's period, last success and last
-  error, rewritten after every cycle; ``python -m waldur_slurm.observability check-heartbeat PATH`` applies the
+  error, rewritten after every cycle; ``python -m waldur_slurm.tools.observability check-heartbeat PATH`` applies the
   rule to it and names the stale task (the docker-compose healthcheck);
 - **sd_notify** (``SystemdNotifier``): READY once the start checks ran, WATCHDOG only while every task is
   healthy, so systemd's ``WatchdogSec=`` restarts a daemon that stopped making progress.
@@ -37,9 +37,9 @@ from waldur_slurm import __version__
 
 if TYPE_CHECKING:
     from waldur_slurm.config import Settings
-    from waldur_slurm.cycle import CycleReport
+    from waldur_slurm.daemon.cycle import CycleReport
 
-log = logging.getLogger("waldur_slurm.observability")
+log = logging.getLogger("waldur_slurm.tools.observability")
 
 FILTERED = "[Filtered]"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -570,7 +570,7 @@ def start_metrics_server(settings: Settings, metrics: Metrics) -> MetricsServer 
 
 
 def _probe(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m waldur_slurm.observability")
+    parser = argparse.ArgumentParser(prog="python -m waldur_slurm.tools.observability")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check-heartbeat", help="exit 0 if every task of the agent is healthy")
     check.add_argument("path")

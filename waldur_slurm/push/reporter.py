@@ -52,11 +52,11 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from waldur_slurm.concurrency import LatencyGovernor, run_bounded
-from waldur_slurm.cycle import CycleReport
+from waldur_slurm.daemon.concurrency import LatencyGovernor, run_bounded
+from waldur_slurm.daemon.cycle import CycleReport
 from waldur_slurm.slurm.errors import SlurmError
 from waldur_slurm.slurm.ops import ACCOUNT_RE, MAX_NAME_LEN
-from waldur_slurm.usage import (
+from waldur_slurm.push.usage import (
     Aggregate,
     BillingWindow,
     ResourceUsage,
@@ -70,17 +70,17 @@ from waldur_slurm.usage import (
     previous_window,
     to_waldur_usage,
 )
-from waldur_slurm.values import BadValue
+from waldur_slurm.domain.values import BadValue
 from waldur_slurm.waldur.errors import WaldurAuthError, WaldurError, WaldurTransientError
 
 if TYPE_CHECKING:
-    from waldur_slurm.components import Component
+    from waldur_slurm.domain.components import Component
     from waldur_slurm.config import Settings
-    from waldur_slurm.slurm.client import SlurmClient, SlurmState
+    from waldur_slurm.slurm.cli.client import SlurmClient, SlurmState
     from waldur_slurm.waldur.client import WaldurClient
     from waldur_slurm.waldur.models import ComponentUsage, Offering, Order, Resource, UserUsage
 
-log = logging.getLogger("waldur_slurm.push")
+log = logging.getLogger("waldur_slurm.push.reporter")
 
 LISTED_STATES = ("OK", "Updating", "Terminating", "Erred")
 # Waldur accepts usage only for these (Creating, Erred and Terminated are refused with 400).

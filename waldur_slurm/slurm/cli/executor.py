@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .errors import (
+from ..errors import (
     CommandNotFound,
     ContainerMissing,
     ContainerNotRunning,

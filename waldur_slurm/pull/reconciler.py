@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from waldur_slurm import naming
-from waldur_slurm.cycle import CycleReport
-from waldur_slurm.pull_plan import (
+from waldur_slurm.domain import naming
+from waldur_slurm.daemon.cycle import CycleReport
+from waldur_slurm.pull.plan import (
     Associate,
     CompleteOrder,
     OrderPlan,
@@ -43,8 +43,8 @@ from waldur_slurm.pull_plan import (
     plan_membership,
     plan_orders,
 )
-from waldur_slurm.push import PushReporter, valid_account
-from waldur_slurm.slurm.client import OpResult, SlurmClient, SlurmState
+from waldur_slurm.push.reporter import PushReporter, valid_account
+from waldur_slurm.slurm.cli.client import OpResult, SlurmClient, SlurmState
 from waldur_slurm.slurm.errors import (
     ActiveJobsError,
     CommandNotFound,
@@ -53,8 +53,8 @@ from waldur_slurm.slurm.errors import (
     SlurmTransientError,
 )
 from waldur_slurm.slurm.ops import CreateHomedirs
-from waldur_slurm.ledger import Ledger
-from waldur_slurm.stuck import StuckOrders, counts_as_stuck
+from waldur_slurm.pull.ledger import Ledger
+from waldur_slurm.pull.stuck import StuckOrders, counts_as_stuck
 from waldur_slurm.waldur.errors import WaldurAuthError, WaldurError, WaldurTransientError
 from waldur_slurm.waldur.models import OfferingUser, Order, Resource, TeamMember
 
@@ -95,7 +95,7 @@ class PullReconciler:
         self.settings = settings
         self.waldur = waldur
         self.slurm = slurm
-        self.log = log or logging.getLogger("waldur_slurm.pull")
+        self.log = log or logging.getLogger("waldur_slurm.pull.reconciler")
         self.out = out
         self.stuck = StuckOrders(settings.order_max_failed_cycles)
         state_dir = getattr(settings, "state_dir", None)

@@ -34,13 +34,13 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from waldur_slurm.cycle import CycleReport
-from waldur_slurm.observability import Metrics, SystemdNotifier, touch_heartbeat
+from waldur_slurm.daemon.cycle import CycleReport
+from waldur_slurm.tools.observability import Metrics, SystemdNotifier, touch_heartbeat
 
 if TYPE_CHECKING:
     from waldur_slurm.config import Settings
 
-log = logging.getLogger("waldur_slurm.loop")
+log = logging.getLogger("waldur_slurm.daemon.loop")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -266,7 +266,7 @@ def run_loop(
 
 def run_daemon(settings: Settings, tasks: Sequence[PeriodicTask], *, once: bool, dry_run: bool) -> int:
     """Everything around ``run_loop`` for ``main``: signals, metrics endpoint, heartbeat file, sd_notify."""
-    from waldur_slurm.observability import start_metrics_server
+    from waldur_slurm.tools.observability import start_metrics_server
 
     stop_event = threading.Event()
     restore = install_signal_handlers(stop_event)

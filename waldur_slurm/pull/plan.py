@@ -24,10 +24,10 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from waldur_slurm import naming
-from waldur_slurm.components import Component, parse_amount
-from waldur_slurm.values import BadValue, show
-from waldur_slurm.naming import NamingError, NamingRules
+from waldur_slurm.domain import naming
+from waldur_slurm.domain.components import Component, parse_amount
+from waldur_slurm.domain.values import BadValue, show
+from waldur_slurm.domain.naming import NamingError, NamingRules
 from waldur_slurm.slurm.errors import InvalidValue
 from waldur_slurm.slurm.ops import (
     AddAccountsDescribed,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from waldur_slurm.slurm.ops import AddAccountTree, AddUsers, RemoveAccounts, RemoveUsers
 
-log = logging.getLogger("waldur_slurm.ledger")
+log = logging.getLogger("waldur_slurm.pull.ledger")
 
 
 def after_ops(ledger: Mapping[str, frozenset[str]], succeeded: Iterable[object]) -> dict[str, frozenset[str]]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from waldur_slurm.values import to_decimal
+from waldur_slurm.domain.values import to_decimal
 
 ACCOUNTING_TYPES = ("usage", "limit")
 ALLOWED_FIELDS = {"limit", "measured_unit", "accounting_type", "label", "unit_factor", "description"}

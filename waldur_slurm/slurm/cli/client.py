@@ -71,7 +71,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Iterable, Iterator, Mapping, Sequence
 
-from .errors import (
+from ..errors import (
     ACTIVE_JOBS_MARKER,
     AccountMoveRefused,
     ActiveJobsError,
@@ -85,7 +85,7 @@ from .errors import (
     is_transient_output,
 )
 from .executor import CommandResult, Executor
-from .ops import (
+from ..ops import (
     AddAccounts,
     AddAccountsDescribed,
     AddUsers,

@@ -1,0 +1,1 @@
+"""The daemon around the cycles: the polling loop, cycle reports, client wiring, bounded concurrency."""

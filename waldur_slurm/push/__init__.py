@@ -1,0 +1,1 @@
+"""Push: SLURM usage, limits and associations -> Waldur (plan pure, then apply)."""

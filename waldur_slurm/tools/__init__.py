@@ -1,0 +1,1 @@
+"""Operator tools: --diag, --load-components, logging/metrics/heartbeat (observability)."""
