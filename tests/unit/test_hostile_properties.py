@@ -20,7 +20,9 @@ from tests.unit.test_pull_plan import COMPONENTS, CONFIG, hexid, order, tree
 from waldur_slurm.domain import naming
 from waldur_slurm.domain.components import Component
 from waldur_slurm.domain.naming import NamingError, NamingRules
-from waldur_slurm.pull.plan import OrderInvalid, plan_orders, validate_limits
+from waldur_slurm.pull.limits import validate_limits
+from waldur_slurm.pull.model import OrderInvalid
+from waldur_slurm.pull.plan import plan_orders
 from waldur_slurm.slurm.cli.client import parse_jobs, parse_state
 from waldur_slurm.slurm.ops import validate_account
 from waldur_slurm.slurm.cli.parsing import SlurmParseError, parse_elapsed, parse_elapsed_raw, parse_limits, parse_tres

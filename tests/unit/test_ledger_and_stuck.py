@@ -12,7 +12,9 @@ from tests.unit.test_pull_plan import CONFIG, PROJ_ACC, Acc, member, order, ouse
 from waldur_slurm.domain import naming
 from waldur_slurm.domain.components import Component
 from waldur_slurm.pull.ledger import Ledger, after_ops
-from waldur_slurm.pull.plan import SetResourceLimits, plan_membership, plan_orders
+from waldur_slurm.pull.membership import plan_membership
+from waldur_slurm.pull.model import SetResourceLimits
+from waldur_slurm.pull.plan import plan_orders
 from waldur_slurm.push.reporter import limits_to_report
 from waldur_slurm.slurm.ops import AddAccountTree, AddAccountsDescribed, AddUsers, LoadUser, RemoveAccounts, RemoveUsers
 from waldur_slurm.pull.stuck import StuckOrders, counts_as_stuck

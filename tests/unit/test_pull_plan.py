@@ -12,26 +12,26 @@ import pytest
 from waldur_slurm.domain import naming
 from waldur_slurm.domain.components import Component
 from waldur_slurm.domain.naming import NamingRules
-from waldur_slurm.pull.plan import (
+from waldur_slurm.pull.limits import create_limits, validate_limits
+from waldur_slurm.pull.membership import plan_membership
+from waldur_slurm.pull.model import (
     Associate,
     CompleteOrder,
+    OrderInvalid,
     PlanConfig,
     SetBackendId,
     SetResourceLimits,
-    create_limits,
-    plan_membership,
-    plan_orders,
-    resource_users,
-    validate_limits,
-    OrderInvalid,
 )
+from waldur_slurm.pull.plan import plan_orders
+from waldur_slurm.pull.users import resource_users
+from waldur_slurm.slurm.errors import InvalidValue
 from waldur_slurm.slurm.ops import (
     AddAccountsDescribed,
     AddAccountTree,
-    LoadUser,
     AddUsers,
     CancelJobs,
     CreateHomedirs,
+    LoadUser,
     MoveAccounts,
     RemoveAccounts,
     RemoveUsers,
@@ -39,7 +39,6 @@ from waldur_slurm.slurm.ops import (
     SetLimits,
     validate_account,
 )
-from waldur_slurm.slurm.errors import InvalidValue
 from waldur_slurm.waldur.models import OfferingUser, Order, Resource, TeamMember
 
 COMPONENTS = {
@@ -384,10 +383,10 @@ INTENTS = ("new_accounts", "new_owners", "set_limits", "limit_owners", "moves", 
 def test_a_rolled_back_order_takes_back_every_kind_of_intent_and_nothing_else() -> None:
     from dataclasses import replace
 
-    from waldur_slurm.pull.plan import _Work
+    from waldur_slurm.pull.intents import Work
 
     alloc = Acc("hpc_a", PROJ_ACC, naming.resource_marker(hexid()), users=frozenset({"alice"}))
-    work = _Work(tree(alloc, defaults={"alice": "hpc_a"}), replace(CONFIG, enable_homedir=True))
+    work = Work(tree(alloc, defaults={"alice": "hpc_a"}), replace(CONFIG, enable_homedir=True))
 
     def intents() -> dict[str, str]:
         return {name: repr(sorted((repr(k), repr(v)) for k, v in getattr(work, name).items()))

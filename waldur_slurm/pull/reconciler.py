@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from waldur_slurm.domain import naming
 from waldur_slurm.daemon.cycle import CycleReport
-from waldur_slurm.pull.plan import (
+from waldur_slurm.domain import naming
+from waldur_slurm.pull.ledger import Ledger
+from waldur_slurm.pull.membership import plan_membership
+from waldur_slurm.pull.model import (
     Associate,
     CompleteOrder,
     OrderPlan,
@@ -40,9 +42,9 @@ from waldur_slurm.pull.plan import (
     PullPlan,
     SetBackendId,
     SetResourceLimits,
-    plan_membership,
-    plan_orders,
 )
+from waldur_slurm.pull.plan import plan_orders
+from waldur_slurm.pull.stuck import StuckOrders, counts_as_stuck
 from waldur_slurm.push.reporter import PushReporter, valid_account
 from waldur_slurm.slurm.cli.client import OpResult, SlurmClient, SlurmState
 from waldur_slurm.slurm.errors import (
@@ -53,9 +55,11 @@ from waldur_slurm.slurm.errors import (
     SlurmTransientError,
 )
 from waldur_slurm.slurm.ops import CreateHomedirs
-from waldur_slurm.pull.ledger import Ledger
-from waldur_slurm.pull.stuck import StuckOrders, counts_as_stuck
-from waldur_slurm.waldur.errors import WaldurAuthError, WaldurError, WaldurTransientError
+from waldur_slurm.waldur.errors import (
+    WaldurAuthError,
+    WaldurError,
+    WaldurTransientError,
+)
 from waldur_slurm.waldur.models import OfferingUser, Order, Resource, TeamMember
 
 ORDER_STATES = ("pending-provider", "executing")
