@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from waldur_slurm.domain.components import Component, ComponentsError, load_components
-from waldur_slurm.slurm.ops import MAX_NAME_LEN as MAX_ACCOUNT_NAME_LEN
+from waldur_slurm.domain import naming
+from waldur_slurm.domain.naming import MAX_ACCOUNT_LEN as MAX_ACCOUNT_NAME_LEN
 from waldur_slurm.domain.urls import mask_url
 
 
@@ -80,7 +81,7 @@ KNOWN_VARIABLES: frozenset[str] = frozenset(v.name for v in VARIABLES)
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
 
 _NAME = re.compile(r"^[a-z0-9_-]*$")
-_ACCOUNT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_CLUSTER = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
 
@@ -324,11 +325,11 @@ def load_settings(environ: Mapping[str, str], *, need_direction: bool = False) -
         r.fail("SLURM_ALLOCATION_NAME_MAX_LEN", str(max_len), f"is too small for the prefix (SLURM_ALLOCATION_PREFIX={prefixes['SLURM_ALLOCATION_PREFIX']!r}): expected at least {shortest}")
 
     default_account = r.raw("SLURM_DEFAULT_ACCOUNT") or ""
-    if not _ACCOUNT.match(default_account):
+    if not naming.is_account_name(default_account):
         r.fail("SLURM_DEFAULT_ACCOUNT", default_account, "is invalid: expected a SLURM account name ([a-z0-9_-])")
 
     cluster_name = r.raw("SLURM_CLUSTER_NAME")
-    if cluster_name is not None and not _ACCOUNT.match(cluster_name):
+    if cluster_name is not None and not _CLUSTER.match(cluster_name):
         r.fail("SLURM_CLUSTER_NAME", cluster_name, "is invalid: expected a SLURM cluster name ([a-z0-9_-])")
 
     tres_path = r.raw("SLURM_TRES_CONFIG_PATH") or ""

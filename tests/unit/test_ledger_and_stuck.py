@@ -15,7 +15,7 @@ from waldur_slurm.pull.ledger import Ledger, after_ops
 from waldur_slurm.pull.membership import plan_membership
 from waldur_slurm.pull.model import SetResourceLimits
 from waldur_slurm.pull.plan import plan_orders
-from waldur_slurm.push.reporter import limits_to_report
+from waldur_slurm.push.plan import limits_to_report
 from waldur_slurm.slurm.ops import AddAccountTree, AddAccountsDescribed, AddUsers, LoadUser, RemoveAccounts, RemoveUsers
 from waldur_slurm.pull.stuck import StuckOrders, counts_as_stuck
 from waldur_slurm.waldur.errors import WaldurAllocationPending, WaldurTransientError
@@ -120,7 +120,7 @@ def test_diag_names_executing_orders_without_progress() -> None:
 
 
 def test_usage_of_earlier_plan_periods_is_not_billed_again() -> None:
-    from waldur_slurm.push.reporter import Held
+    from waldur_slurm.push.plan import Held
     from waldur_slurm.push.usage import ResourceUsage
     from waldur_slurm.waldur.models import ComponentUsage, UserUsage
 

@@ -27,7 +27,11 @@ _DISALLOWED = re.compile(r"[^a-zA-Z0-9_-]")
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 # sacctmgr lower-cases descriptions and the op layer turns "_" into a space, so accept both spellings.
 _MARKER = re.compile(r"(?<![0-9a-z])waldur[ _](resource|project|customer)[ _]([0-9a-f]{32})(?![0-9a-z])")
-# The op layer refuses longer names; fail here with a message that names the setting instead.
+# What may reach a SLURM command line as an account or a user name (the op layer checks every name
+# against these; the planner and push check first, to fail one order or resource with a clear message).
+ACCOUNT_RE = re.compile(r"^[a-z0-9_][a-z0-9_-]*$")
+USER_RE = re.compile(r"^[a-z0-9_][a-z0-9_.-]*$")
+# Longest name we put on a command line; SLURM itself has no small limit.
 MAX_ACCOUNT_LEN = 64
 SHORT_UUID_LEN = 5
 MAX_SUFFIX = 999
@@ -169,3 +173,20 @@ def resource_owner(description: str) -> str | None:
     """The marketplace resource UUID an allocation account belongs to, if it is ours."""
     owner = owner_of(description)
     return owner[1] if owner is not None and owner[0] == "resource" else None
+
+
+def normalise_backend_id(backend_id: str | None) -> str:
+    """A resource's backend_id as the account name it refers to (SLURM lower-cases account names)."""
+    return (backend_id or "").strip().lower()
+
+
+def account_of(backend_id: str | None) -> str | None:
+    """The SLURM account a backend_id names, or None if it must never reach a SLURM command line (B14)."""
+    name = normalise_backend_id(backend_id)
+    if not name or len(name) > MAX_ACCOUNT_LEN or not ACCOUNT_RE.match(name):
+        return None
+    return name
+
+
+def is_account_name(name: str) -> bool:
+    return bool(ACCOUNT_RE.match(name)) and len(name) <= MAX_ACCOUNT_LEN

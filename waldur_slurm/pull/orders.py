@@ -45,7 +45,7 @@ def own_account(work: Work, resource_uuid: str, backend_id: str) -> tuple[str | 
     when its account carries no marker at all (an account made by hand or by the original agent), but
     never when the marker names another resource.
     """
-    backend_id = (backend_id or "").strip().lower()
+    backend_id = naming.normalise_backend_id(backend_id)
     marked = work.marked_for(resource_uuid)
     if backend_id and backend_id in marked:
         return backend_id, None
@@ -171,7 +171,7 @@ def plan_create(plan: OrderPlan, work: Work, ctx: OrderContext) -> None:
         if work.bad_default(user):
             work.prefer_default(user, account, owner)
 
-    if backend_id.lower() != account:
+    if naming.normalise_backend_id(backend_id) != account:
         plan.actions.append(SetBackendId(resource_uuid, account))
     if waldur_limits and (resource is None or not _same_limits(resource.limits, waldur_limits)):
         plan.actions.append(SetResourceLimits(resource_uuid, waldur_limits))
@@ -216,7 +216,7 @@ def plan_update(plan: OrderPlan, work: Work, ctx: OrderContext) -> None:
     diff = limits_differ(work.accounts[account].limits, slurm_limits)
     if diff:
         work.limit(account, diff, order.uuid)
-    if backend_id.lower() != account:
+    if naming.normalise_backend_id(backend_id) != account:
         plan.actions.append(SetBackendId(resource_uuid, account))
     stale = sorted(set(resource.limits) - set(order.limits)) if resource is not None and order.limits else []
     if stale:

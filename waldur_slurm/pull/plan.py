@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from waldur_slurm.domain import naming
 from waldur_slurm.domain.naming import NamingError
 from waldur_slurm.domain.values import BadValue
 from waldur_slurm.pull.intents import Work
@@ -67,7 +68,7 @@ def plan_orders(
     plan = PullPlan()
     for res in resources.values():
         if res.backend_id:
-            work.claimed[res.backend_id.strip().lower()] = res.uuid
+            work.claimed[naming.normalise_backend_id(res.backend_id)] = res.uuid
 
     seen_resources: set[str] = set()
     ordered = sorted(orders, key=sort_key)

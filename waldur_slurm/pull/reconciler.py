@@ -45,7 +45,7 @@ from waldur_slurm.pull.model import (
 )
 from waldur_slurm.pull.plan import plan_orders
 from waldur_slurm.pull.stuck import StuckOrders, counts_as_stuck
-from waldur_slurm.push.reporter import PushReporter, valid_account
+from waldur_slurm.push.reporter import PushReporter
 from waldur_slurm.slurm.cli.client import OpResult, SlurmClient, SlurmState
 from waldur_slurm.slurm.errors import (
     ActiveJobsError,
@@ -422,7 +422,7 @@ class PullReconciler:
             if order.type != "Terminate" or order.uuid not in ok or outcome.settled(order.uuid) or not order.resource_uuid:
                 continue
             resource = resources.get(order.resource_uuid)
-            account = p.account or (valid_account(resource.backend_id) if resource is not None else None)
+            account = p.account or (naming.account_of(resource.backend_id) if resource is not None else None)
             if account:
                 finals[order.resource_uuid] = account
                 plans[order.resource_uuid] = p

@@ -17,15 +17,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+from waldur_slurm.domain.naming import ACCOUNT_RE, MAX_ACCOUNT_LEN, USER_RE
+
 from .errors import InvalidValue
 from .cli.parsing import format_limits
 
-ACCOUNT_RE = re.compile(r"^[a-z0-9_][a-z0-9_-]*$")
-USER_RE = re.compile(r"^[a-z0-9_][a-z0-9_.-]*$")
 TRES_KEY_RE = re.compile(r"^[a-z]+(/[a-z0-9_.-]+)?$")
 UMASK_RE = re.compile(r"^0?[0-7]{3}$")
-# Longest name we put on a command line; SLURM itself has no small limit.
-MAX_NAME_LEN = 64
+MAX_NAME_LEN = MAX_ACCOUNT_LEN
 MAX_TEXT_LEN = 200
 _TEXT_DROP = re.compile(r"[^a-z0-9 ._@+/-]")
 
