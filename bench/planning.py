@@ -20,7 +20,7 @@ from waldur_slurm.domain.components import Component
 from waldur_slurm.pull.membership import plan_membership
 from waldur_slurm.pull.model import PlanConfig
 from waldur_slurm.pull.plan import plan_orders
-from waldur_slurm.slurm.cli.client import SlurmAccount, SlurmState
+from waldur_slurm.slurm.model import SlurmAccount, SlurmState
 from waldur_slurm.waldur.models import OfferingUser, Order, Resource, TeamMember
 
 ROOT = "bench_root"

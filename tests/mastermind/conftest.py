@@ -24,7 +24,8 @@ from tests.support.mastermind import (
     run_agent,
 )
 from tests.support.slurm import CLIENT_TIMEOUT
-from waldur_slurm.slurm.cli.client import SlurmClient, SlurmState
+from waldur_slurm.slurm.cli.client import SlurmClient
+from waldur_slurm.slurm.model import SlurmState
 from waldur_slurm.slurm.cli.executor import NativeExecutor
 
 pytestmark = [pytest.mark.mastermind, pytest.mark.slurm]

@@ -23,7 +23,8 @@ from tests.support.slurm import (  # noqa: F401
 )
 from waldur_slurm.config import Settings, load_settings
 from waldur_slurm.pull.reconciler import PullReconciler
-from waldur_slurm.slurm.cli.client import SlurmClient, SlurmState
+from waldur_slurm.slurm.cli.client import SlurmClient
+from waldur_slurm.slurm.model import SlurmState
 from waldur_slurm.slurm.cli.executor import NativeExecutor
 from waldur_slurm.waldur.client import WaldurClient
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from waldur_slurm.domain.components import Component
 from waldur_slurm.push.plan import Held, MonthInput, backfill_types, missing_account_message, offering_wide_lookup, plan_push
-from waldur_slurm.slurm.cli.client import SlurmAccount, SlurmState
+from waldur_slurm.slurm.model import SlurmAccount, SlurmState
 from waldur_slurm.push.usage import Aggregate, AccountUsage, billing_window
 from waldur_slurm.waldur.models import ComponentUsage, Offering, Resource, UserUsage
 

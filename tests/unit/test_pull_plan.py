@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from waldur_slurm.slurm.cli import render
+
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -190,7 +192,7 @@ def test_create_on_an_empty_tree_builds_customer_project_allocation_and_adds_tea
     assert groups[2].limits == {"cpu": 120000, "mem": 6144000}
     assert groups[2].entries[0][1] == naming.resource_marker(o.resource_uuid)
     assert naming.resource_owner(groups[2].entries[0][1]) == o.resource_uuid
-    text = tree_op.load_file("testcluster")
+    text = render.load_file(tree_op, "testcluster")
     assert text.count("Cluster - ") == 1
     # parents come before their children in the file
     assert text.index(f"Parent - '{ROOT}'") < text.index(f"Account - '{CUST_ACC}'") < text.index(
@@ -697,7 +699,7 @@ def test_a_project_account_placed_by_hand_is_never_moved() -> None:
 def test_move_accounts_op_renders_one_modify_and_refuses_nonsense() -> None:
     op = MoveAccounts(names=("p_b", "p_a", "p_b"), parent="c_x")
     assert op.names == ("p_b", "p_a")
-    assert op.sacctmgr_lines("hpc") == ["modify account where name=p_b,p_a cluster=hpc set parent=c_x"]
+    assert render.sacctmgr_lines(op, "hpc") == ["modify account where name=p_b,p_a cluster=hpc set parent=c_x"]
     assert op.describe() == "move account(s) p_b,p_a under c_x"
     for names, parent, fragment in ((("root",), "c_x", "never moved"), (("p_a",), "p_a", "own parent"),
                                     (("p_a",), "c x", "parent"), (("p a",), "c_x", "account")):

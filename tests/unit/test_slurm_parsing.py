@@ -6,6 +6,8 @@ Inputs are outputs captured from the local Slurm 22.05.8 cluster
 
 from __future__ import annotations
 
+from waldur_slurm.slurm.cli import render
+
 from datetime import datetime
 from decimal import Decimal
 
@@ -20,6 +22,7 @@ from waldur_slurm.slurm.errors import (
     SlurmUnavailable,
     is_transient_output,
 )
+from waldur_slurm.slurm.ops import format_limits
 from waldur_slurm.slurm.ops import (
     AddAccounts,
     AddAccountsDescribed,
@@ -37,7 +40,6 @@ from waldur_slurm.slurm.ops import (
 from waldur_slurm.slurm.cli.parsing import (
     SlurmParseError,
     echoed_count,
-    format_limits,
     is_already,
     parse_elapsed,
     parse_elapsed_raw,
@@ -430,7 +432,7 @@ def test_sanitize_text(raw: object, clean: str) -> None:
 
 def test_description_cannot_inject_clauses() -> None:
     evil = 'x" where name=root set GrpTRESMins=cpu=0 organization="y'
-    (line,) = AddAccounts(names=("a",), parent="root", description=evil, organization=evil).sacctmgr_lines(None)
+    (line,) = render.sacctmgr_lines(AddAccounts(names=("a",), parent="root", description=evil, organization=evil), None)
     # exactly the three intended key=value pairs, values quoted, and no quote inside them
     assert line.count("=") == 3  # parent=, description=, organization=; none from the text
     assert line.count('"') == 4
@@ -438,27 +440,27 @@ def test_description_cannot_inject_clauses() -> None:
         'add account a parent=root description="x where name root set grptresmins cpu 0 organization y"'
         ' organization="x where name root set grptresmins cpu 0 organization y"'
     )
-    load = AddAccountsDescribed(entries=(("a", "q' : Parent - 'root"),), parent="p").load_file("testcluster")
+    load = render.load_file(AddAccountsDescribed(entries=(("a", "q' : Parent - 'root"),), parent="p"), "testcluster")
     assert load.splitlines()[2] == "Account - 'a':Description='q parent - root'"
 
 
 # ----------------------------------------------------------- ops: rendering
 def test_rendering() -> None:
-    assert AddAccounts(("a", "b"), "root", "Desc", "Org", {"cpu": 5, "gres/gpu": 2}).sacctmgr_lines("c1") == [
+    assert render.sacctmgr_lines(AddAccounts(("a", "b"), "root", "Desc", "Org", {"cpu": 5, "gres/gpu": 2}), "c1") == [
         'add account a,b cluster=c1 parent=root description="desc" organization="org" GrpTRESMins=cpu=5,gres/gpu=2'
     ]
-    assert AddAccounts(("a",), "root").sacctmgr_lines(None) == ["add account a parent=root"]
-    assert RemoveAccounts(("a", "b", "a")).sacctmgr_lines(None) == ["remove account where name=a,b"]
-    assert AddUsers(("u1", "u2"), ("a", "b"), "a").sacctmgr_lines(None) == [
+    assert render.sacctmgr_lines(AddAccounts(("a",), "root"), None) == ["add account a parent=root"]
+    assert render.sacctmgr_lines(RemoveAccounts(("a", "b", "a")), None) == ["remove account where name=a,b"]
+    assert render.sacctmgr_lines(AddUsers(("u1", "u2"), ("a", "b"), "a"), None) == [
         "add user u1,u2 account=a,b DefaultAccount=a"
     ]
-    assert RemoveUsers(("u1",), ("a",)).sacctmgr_lines("c") == ["remove user where name=u1 account=a cluster=c"]
-    assert SetLimits(("a", "b"), {"cpu": 1, "mem": None}).sacctmgr_lines(None) == [
+    assert render.sacctmgr_lines(RemoveUsers(("u1",), ("a",)), "c") == ["remove user where name=u1 account=a cluster=c"]
+    assert render.sacctmgr_lines(SetLimits(("a", "b"), {"cpu": 1, "mem": None}), None) == [
         "modify account where name=a,b set GrpTRESMins=cpu=1,mem=-1"
     ]
-    assert SetDefaultAccount(("u",), "a").sacctmgr_lines(None) == ["modify user where name=u set DefaultAccount=a"]
-    assert CancelJobs(("a", "b")).argv() == ["scancel", "--account=a,b"]
-    argv = CreateHomedirs(("u1", "u2"), "0027").argv()
+    assert render.sacctmgr_lines(SetDefaultAccount(("u",), "a"), None) == ["modify user where name=u set DefaultAccount=a"]
+    assert render.argv(CancelJobs(("a", "b"))) == ["scancel", "--account=a,b"]
+    argv = render.argv(CreateHomedirs(("u1", "u2"), "0027"))
     assert argv[0] == "sh" and argv[-3:] == ["0027", "u1", "u2"]
     with pytest.raises(InvalidValue):
         CreateHomedirs(("u",), "999")
@@ -469,7 +471,7 @@ def test_load_file() -> None:
         entries=(("a1", "UUID 1"), ("a2", "")), parent="p", organization="Org", limits={"cpu": 3}
     )
     assert op.names == ("a1", "a2")
-    assert op.load_file("testcluster") == (
+    assert render.load_file(op, "testcluster") == (
         "Cluster - 'testcluster'\n"
         "Parent - 'p'\n"
         "Account - 'a1':Description='uuid 1':Organization='org':GrpTRESMins=cpu=3\n"
@@ -485,7 +487,7 @@ def test_load_file_with_the_users_of_the_new_accounts() -> None:
     users = (LoadUser("a2", "bob"), LoadUser("a1", "new", default_account="a1"), LoadUser("a2", "new"))
     op = AddAccountTree.of([customer, allocations], users)
     assert isinstance(op, AddAccountTree)
-    assert op.load_file("testcluster") == (
+    assert render.load_file(op, "testcluster") == (
         "Cluster - 'testcluster'\n"
         "Parent - 'root'\n"
         "Account - 'c1':Description='cust'\n"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from waldur_slurm import USER_AGENT
@@ -42,29 +41,5 @@ def make_slurm_client(settings: Settings, *, timeout: float | None = None) -> Sl
 
 
 def slurm_probe(slurm: SlurmClient) -> str | None:
-    """Why SLURM cannot be reached, or None; cheap and spawns no process (the loop runs it every idle cycle).
-
-    Native mode: ``sacctmgr`` must be on the PATH the commands get. Docker mode: the head-node container must
-    exist and run (one Docker API call, no exec). Whether slurmdbd answers is left to the first cycle that
-    reads SLURM: probing it would cost a process per idle cycle.
-    """
-    import shutil
-
-    from waldur_slurm.slurm.errors import SlurmError
-
-    executor = slurm.executor
-    container = getattr(executor, "container_name", None)
-    if container is None:
-        if shutil.which("sacctmgr", path=os.environ.get("PATH")) is None:
-            return "SLURM unreachable: command not found: sacctmgr (not on PATH; install the SLURM client or fix PATH)"
-        return None
-    try:
-        # The executor's own client and error mapping, so the probe and a real exec say the same thing.
-        info = executor._api().inspect_container(container)
-    except SlurmError as exc:
-        return f"SLURM unreachable: {exc}"
-    except Exception as exc:  # noqa: BLE001 - mapped to the executor's error types
-        return f"SLURM unreachable: {executor._map_error(exc)}"
-    if not (info.get("State") or {}).get("Running"):
-        return f"SLURM unreachable: container {container!r} exists but is not running"
-    return None
+    """Why SLURM cannot be reached, or None (see ``SlurmClient.unreachable``)."""
+    return slurm.unreachable()

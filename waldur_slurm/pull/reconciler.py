@@ -8,7 +8,7 @@ One cycle (``run_cycle``):
    offering's resources (backend_ids), the teams of Create orders' resources, the offering users;
 3. plan (pure, ``pull_plan``); ``dry_run`` prints the plan and stops;
 4. reject what can never succeed, approve the rest, re-plan with the re-read orders;
-5. apply every SLURM op in one batch (``SlurmClient.apply``);
+5. apply every SLURM op in one batch (``SlurmBackend.apply``);
 6. run each order's Waldur actions (backend_id, limits, associations, complete).
 
 Failures stay with their order. Transient ones (SLURM or docker unreachable, timeouts, Waldur 5xx, the
@@ -46,7 +46,8 @@ from waldur_slurm.pull.model import (
 from waldur_slurm.pull.plan import plan_orders
 from waldur_slurm.pull.stuck import StuckOrders, counts_as_stuck
 from waldur_slurm.push.reporter import PushReporter
-from waldur_slurm.slurm.cli.client import OpResult, SlurmClient, SlurmState
+from waldur_slurm.slurm.backend import SlurmBackend
+from waldur_slurm.slurm.model import OpResult, SlurmState
 from waldur_slurm.slurm.errors import (
     ActiveJobsError,
     CommandNotFound,
@@ -91,7 +92,7 @@ class PullReconciler:
         self,
         settings: Any,
         waldur: Any,
-        slurm: SlurmClient,
+        slurm: SlurmBackend,
         *,
         log: logging.Logger | None = None,
         out: Callable[[str], None] = print,
@@ -110,7 +111,7 @@ class PullReconciler:
         return PlanConfig.from_settings(self.settings, flavour=self.waldur.flavour)
 
     def _counters(self) -> tuple[int, int]:
-        return self.slurm.executor.process_count, self.waldur.requests_total
+        return self.slurm.process_count, self.waldur.requests_total
 
     def _finish(self, report: CycleReport, start: tuple[int, int]) -> CycleReport:
         procs, reqs = self._counters()

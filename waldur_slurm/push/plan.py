@@ -24,7 +24,7 @@ from waldur_slurm.push.usage import (
 
 if TYPE_CHECKING:
     from waldur_slurm.domain.components import Component
-    from waldur_slurm.slurm.cli.client import SlurmState
+    from waldur_slurm.slurm.model import SlurmState
     from waldur_slurm.waldur.models import ComponentUsage, Offering, Resource, UserUsage
 
 log = logging.getLogger("waldur_slurm.push.plan")

@@ -70,7 +70,8 @@ from waldur_slurm.waldur.errors import WaldurAuthError, WaldurError, WaldurTrans
 if TYPE_CHECKING:
     from waldur_slurm.domain.components import Component
     from waldur_slurm.config import Settings
-    from waldur_slurm.slurm.cli.client import SlurmClient, SlurmState
+    from waldur_slurm.slurm.backend import SlurmBackend
+    from waldur_slurm.slurm.model import SlurmState
     from waldur_slurm.waldur.client import WaldurClient
     from waldur_slurm.waldur.models import Offering, Order, Resource
 
@@ -149,7 +150,7 @@ class PushReporter:
         self,
         settings: Settings,
         waldur: WaldurClient,
-        slurm: SlurmClient,
+        slurm: SlurmBackend,
         *,
         now: Callable[[], datetime] = _utcnow,
         previous_month_grace: timedelta = PREVIOUS_MONTH_GRACE,
@@ -259,7 +260,7 @@ class PushReporter:
     # ------------------------------------------------------------------ cycle
     def run_cycle(self, dry_run: bool = False) -> CycleReport:
         report = CycleReport(kind="push")
-        procs0 = self.slurm.executor.process_count
+        procs0 = self.slurm.process_count
         http0 = self.waldur.requests_total
         try:
             self._cycle(report, dry_run)
@@ -269,7 +270,7 @@ class PushReporter:
             report.unreachable.append(f"Waldur unreachable: read failed ({e}); nothing reported this cycle")
             report.deferred = max(report.deferred, report.seen - report.skipped)
         finally:
-            report.slurm_processes = self.slurm.executor.process_count - procs0
+            report.slurm_processes = self.slurm.process_count - procs0
             report.http_requests = self.waldur.requests_total - http0
         return report
 

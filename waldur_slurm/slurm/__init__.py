@@ -1,6 +1,7 @@
 """SLURM access: executors (native / docker exec), typed client, planned ops, parsers."""
 
-from .cli.client import JobRecord, OpResult, SlurmAccount, SlurmClient, SlurmState
+from .cli.client import SlurmClient
+from .model import JobRecord, OpResult, SlurmAccount, SlurmState
 from .errors import (
     ActiveJobsError,
     CommandNotFound,

@@ -20,12 +20,16 @@ from typing import Mapping, Sequence
 from waldur_slurm.domain.naming import ACCOUNT_RE, MAX_ACCOUNT_LEN, USER_RE
 
 from .errors import InvalidValue
-from .cli.parsing import format_limits
 
 TRES_KEY_RE = re.compile(r"^[a-z]+(/[a-z0-9_.-]+)?$")
 UMASK_RE = re.compile(r"^0?[0-7]{3}$")
 MAX_NAME_LEN = MAX_ACCOUNT_LEN
 MAX_TEXT_LEN = 200
+
+
+def format_limits(limits: Mapping[str, int | None]) -> str:
+    """TRES limits as SLURM writes them (``cpu=1,mem=5``); None clears the TRES (-1)."""
+    return ",".join(f"{k}={-1 if v is None else v}" for k, v in sorted(limits.items()))
 _TEXT_DROP = re.compile(r"[^a-z0-9 ._@+/-]")
 
 
@@ -80,32 +84,14 @@ def _names(values: Sequence[str] | str, validator, field_name: str) -> tuple[str
     return tuple(dict.fromkeys(result))
 
 
-def _quote(text: str) -> str:
-    return f'"{text}"'
-
-
-def _cluster_opt(cluster: str | None) -> str:
-    return f" cluster={cluster}" if cluster else ""
-
-
 def _short_list(names: Sequence[str], limit: int = 8) -> str:
     if len(names) <= limit:
         return ",".join(names)
     return ",".join(names[:limit]) + f",... ({len(names)} total)"
 
 
-class SacctmgrOp:
-    """An op rendered as sacctmgr command lines for one stdin batch."""
-
-    def sacctmgr_lines(self, cluster: str | None) -> list[str]:
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        raise NotImplementedError
-
-
 @dataclass(frozen=True)
-class AddAccounts(SacctmgrOp):
+class AddAccounts:
     """Accounts that share parent, description, organization and limits: ONE command."""
 
     names: tuple[str, ...]
@@ -120,17 +106,6 @@ class AddAccounts(SacctmgrOp):
         object.__setattr__(self, "description", sanitize_text(self.description, "description"))
         object.__setattr__(self, "organization", sanitize_text(self.organization, "organization"))
         object.__setattr__(self, "limits", validate_limits(self.limits))
-
-    def sacctmgr_lines(self, cluster: str | None) -> list[str]:
-        parts = [f"add account {','.join(self.names)}{_cluster_opt(cluster)} parent={self.parent}"]
-        if self.description:
-            parts.append(f"description={_quote(self.description)}")
-        if self.organization:
-            parts.append(f"organization={_quote(self.organization)}")
-        limits = {k: v for k, v in self.limits.items() if v is not None}
-        if limits:
-            parts.append(f"GrpTRESMins={format_limits(limits)}")
-        return [" ".join(parts)]
 
     def describe(self) -> str:
         extra = f" GrpTRESMins={format_limits(dict(self.limits))}" if self.limits else ""
@@ -179,20 +154,6 @@ class AddAccountsDescribed:
     def names(self) -> tuple[str, ...]:
         return tuple(n for n, _ in self.entries)
 
-    def load_file(self, cluster: str) -> str:
-        validate_account(cluster, "cluster")
-        lines = [f"Cluster - '{cluster}'", f"Parent - '{self.parent}'"]
-        for name, desc in self.entries:
-            opts = [f"Account - '{name}'"]
-            if desc:
-                opts.append(f"Description='{desc}'")
-            if self.organization:
-                opts.append(f"Organization='{self.organization}'")
-            if self.limits:
-                opts.append(f"GrpTRESMins={format_limits(dict(self.limits))}")
-            lines.append(":".join(opts))
-        return "\n".join(lines) + "\n"
-
     def describe(self) -> str:
         extra = f" GrpTRESMins={format_limits(dict(self.limits))}" if self.limits else ""
         shown = ", ".join(f"{n} ({d!r})" for n, d in self.entries[:8])
@@ -217,10 +178,6 @@ class LoadUser:
         validate_user(self.user, "user")
         if self.default_account is not None:
             validate_account(self.default_account, "default_account")
-
-    def load_line(self) -> str:
-        line = f"User - '{self.user}'"
-        return line + (f":DefaultAccount='{self.default_account}'" if self.default_account else "")
 
 
 @dataclass(frozen=True)
@@ -258,18 +215,6 @@ class AddAccountTree(AddAccountsDescribed):
         entries = tuple(e for g in groups for e in g.entries)
         return cls(entries=entries, parent=groups[0].parent, groups=tuple(groups), users=tuple(users))
 
-    def load_file(self, cluster: str) -> str:
-        lines = [f"Cluster - '{validate_account(cluster, 'cluster')}'"]
-        for group in self.groups:
-            lines.extend(group.load_file(cluster).splitlines()[1:])  # each group's lines minus its Cluster line
-        account = None
-        for u in sorted(self.users, key=lambda u: (u.account, u.user)):
-            if u.account != account:
-                account = u.account
-                lines.append(f"Parent - '{account}'")
-            lines.append(u.load_line())
-        return "\n".join(lines) + "\n"
-
     def describe(self) -> str:
         users = ""
         if self.users:
@@ -282,7 +227,7 @@ class AddAccountTree(AddAccountsDescribed):
 
 
 @dataclass(frozen=True)
-class RemoveAccounts(SacctmgrOp):
+class RemoveAccounts:
     """Remove accounts (their associations and the users' associations in them)."""
 
     names: tuple[str, ...]
@@ -292,15 +237,12 @@ class RemoveAccounts(SacctmgrOp):
         if "root" in self.names:
             raise InvalidValue("account", "root", "the root account is never removed")
 
-    def sacctmgr_lines(self, cluster: str | None) -> list[str]:
-        return [f"remove account where name={','.join(self.names)}{_cluster_opt(cluster)}"]
-
     def describe(self) -> str:
         return f"remove account(s) {_short_list(self.names)}"
 
 
 @dataclass(frozen=True)
-class MoveAccounts(SacctmgrOp):
+class MoveAccounts:
     """Put accounts (with their subtrees) under another parent: a project moved to another customer."""
 
     names: tuple[str, ...]
@@ -314,15 +256,12 @@ class MoveAccounts(SacctmgrOp):
         if self.parent in self.names:
             raise InvalidValue("parent", self.parent, "an account cannot be its own parent")
 
-    def sacctmgr_lines(self, cluster: str | None) -> list[str]:
-        return [f"modify account where name={','.join(self.names)}{_cluster_opt(cluster)} set parent={self.parent}"]
-
     def describe(self) -> str:
         return f"move account(s) {_short_list(self.names)} under {self.parent}"
 
 
 @dataclass(frozen=True)
-class AddUsers(SacctmgrOp):
+class AddUsers:
     """Every user in `users` gets an association in every account in `accounts`."""
 
     users: tuple[str, ...]
@@ -335,19 +274,13 @@ class AddUsers(SacctmgrOp):
         if self.default_account is not None:
             validate_account(self.default_account, "default_account")
 
-    def sacctmgr_lines(self, cluster: str | None) -> list[str]:
-        line = f"add user {','.join(self.users)} account={','.join(self.accounts)}{_cluster_opt(cluster)}"
-        if self.default_account:
-            line += f" DefaultAccount={self.default_account}"
-        return [line]
-
     def describe(self) -> str:
         extra = f" (default account {self.default_account})" if self.default_account else ""
         return f"add user(s) {_short_list(self.users)} to account(s) {_short_list(self.accounts)}{extra}"
 
 
 @dataclass(frozen=True)
-class RemoveUsers(SacctmgrOp):
+class RemoveUsers:
     """Remove the associations of `users` in `accounts` (a user record goes with its last one)."""
 
     users: tuple[str, ...]
@@ -357,17 +290,12 @@ class RemoveUsers(SacctmgrOp):
         object.__setattr__(self, "users", _names(self.users, validate_user, "user"))
         object.__setattr__(self, "accounts", _names(self.accounts, validate_account, "account"))
 
-    def sacctmgr_lines(self, cluster: str | None) -> list[str]:
-        return [
-            f"remove user where name={','.join(self.users)} account={','.join(self.accounts)}{_cluster_opt(cluster)}"
-        ]
-
     def describe(self) -> str:
         return f"remove user(s) {_short_list(self.users)} from account(s) {_short_list(self.accounts)}"
 
 
 @dataclass(frozen=True)
-class SetLimits(SacctmgrOp):
+class SetLimits:
     """Set account-level GrpTRESMins; only the given TRES change, None clears one."""
 
     accounts: tuple[str, ...]
@@ -380,27 +308,18 @@ class SetLimits(SacctmgrOp):
             raise InvalidValue("limits", limits, "must not be empty")
         object.__setattr__(self, "limits", limits)
 
-    def sacctmgr_lines(self, cluster: str | None) -> list[str]:
-        return [
-            f"modify account where name={','.join(self.accounts)}{_cluster_opt(cluster)}"
-            f" set GrpTRESMins={format_limits(dict(self.limits))}"
-        ]
-
     def describe(self) -> str:
         return f"set GrpTRESMins={format_limits(dict(self.limits))} on account(s) {_short_list(self.accounts)}"
 
 
 @dataclass(frozen=True)
-class SetDefaultAccount(SacctmgrOp):
+class SetDefaultAccount:
     users: tuple[str, ...]
     account: str
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "users", _names(self.users, validate_user, "user"))
         validate_account(self.account, "account")
-
-    def sacctmgr_lines(self, cluster: str | None) -> list[str]:
-        return [f"modify user where name={','.join(self.users)}{_cluster_opt(cluster)} set DefaultAccount={self.account}"]
 
     def describe(self) -> str:
         return f"set default account {self.account} for user(s) {_short_list(self.users)}"
@@ -414,9 +333,6 @@ class CancelJobs:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "accounts", _names(self.accounts, validate_account, "account"))
-
-    def argv(self) -> list[str]:
-        return ["scancel", f"--account={','.join(self.accounts)}"]
 
     def describe(self) -> str:
         return f"cancel the jobs of account(s) {_short_list(self.accounts)}"
@@ -433,11 +349,6 @@ class CreateHomedirs:
         object.__setattr__(self, "users", _names(self.users, validate_user, "user"))
         if not isinstance(self.umask, str) or not UMASK_RE.match(self.umask):
             raise InvalidValue("umask", self.umask, "must be an octal umask like 0077")
-
-    def argv(self) -> list[str]:
-        # One shell for all users; a failing user is reported by name and the rest go on.
-        script = 'm=$1; shift; for u; do mkhomedir_helper "$u" "$m" || echo "wsa-homedir-failed $u $?"; done'
-        return ["sh", "-c", script, "sh", self.umask, *self.users]
 
     def describe(self) -> str:
         return f"create home directories (umask {self.umask}) for user(s) {_short_list(self.users)}"

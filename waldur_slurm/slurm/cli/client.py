@@ -66,9 +66,7 @@ import os
 import re
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import Decimal
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from ..errors import (
@@ -80,10 +78,11 @@ from ..errors import (
     SlurmCommandError,
     SlurmError,
     SlurmTimeout,
-    SlurmTransientError,
     SlurmUnavailable,
     is_transient_output,
 )
+from ..model import JobRecord, OpResult, SlurmAccount, SlurmState
+from . import render
 from .executor import CommandResult, Executor
 from ..ops import (
     AddAccounts,
@@ -95,7 +94,6 @@ from ..ops import (
     Op,
     RemoveAccounts,
     RemoveUsers,
-    SacctmgrOp,
     SetDefaultAccount,
     validate_account,
 )
@@ -159,52 +157,6 @@ DEFAULT_ACCOUNT_MARKER = "You can not remove the default account of a user"
 
 class DefaultAccountInUse(SlurmCommandError):
     """sacctmgr refused to remove a user's default-account association."""
-
-
-@dataclass(frozen=True)
-class SlurmAccount:
-    name: str
-    parent: str
-    description: str
-    organization: str
-    limits: dict[str, int]  # account-level GrpTRESMins, TRES-minutes (mem in MB)
-    users: frozenset[str]
-    # why GrpTRESMins could not be read (``limits`` is then empty): fails only this account's limits
-    limits_problem: str | None = None
-
-
-@dataclass(frozen=True)
-class SlurmState:
-    accounts: dict[str, SlurmAccount]
-    default_account: dict[str, str]  # user -> DefaultAccount ("" when it has none)
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    job_id: str
-    account: str
-    user: str
-    state: str
-    elapsed_seconds: int
-    req_tres: dict[str, Decimal]  # mem in MB
-    alloc_tres: dict[str, Decimal]  # mem in MB
-    start: datetime | None  # aware, in the SLURM host's local time zone
-    end: datetime | None
-    # why this record's TRES could not be read (both TRES dicts are then empty): it alone is not billed
-    problem: str | None = None
-
-
-@dataclass(frozen=True)
-class OpResult:
-    op: Op
-    ok: bool
-    already: bool = False  # sacctmgr said "Nothing new added/deleted/modified"
-    error: SlurmError | None = None
-    output: str = ""
-
-    @property
-    def transient(self) -> bool:
-        return isinstance(self.error, SlurmTransientError)
 
 
 class SlurmClient:
@@ -301,6 +253,38 @@ class SlurmClient:
         return self.timeout + self.batch_command_budget * max(0, n - 1)
 
     # -------------------------------------------------------------------- reads
+    def unreachable(self) -> str | None:
+        """Why SLURM cannot be reached, or None; cheap and spawns no process (the loop runs it every idle cycle).
+
+        Native mode: ``sacctmgr`` must be on the PATH the commands get. Docker mode: the head-node container must
+        exist and run (one Docker API call, no exec). Whether slurmdbd answers is left to the first cycle that
+        reads SLURM: probing it would cost a process per idle cycle.
+        """
+        import shutil
+
+        from waldur_slurm.slurm.errors import SlurmError
+
+        executor = self.executor
+        container = getattr(executor, "container_name", None)
+        if container is None:
+            if shutil.which("sacctmgr", path=os.environ.get("PATH")) is None:
+                return "SLURM unreachable: command not found: sacctmgr (not on PATH; install the SLURM client or fix PATH)"
+            return None
+        try:
+            # The executor's own client and error mapping, so the probe and a real exec say the same thing.
+            info = executor._api().inspect_container(container)
+        except SlurmError as exc:
+            return f"SLURM unreachable: {exc}"
+        except Exception as exc:  # noqa: BLE001 - mapped to the executor's error types
+            return f"SLURM unreachable: {executor._map_error(exc)}"
+        if not (info.get("State") or {}).get("Running"):
+            return f"SLURM unreachable: container {container!r} exists but is not running"
+        return None
+
+    @property
+    def process_count(self) -> int:
+        return self.executor.process_count
+
     def read_state(self) -> SlurmState:
         """Accounts (parent, description, organization, GrpTRESMins, users) and users'
         default accounts, in ONE sacctmgr process. The root account is left out, and so
@@ -402,7 +386,7 @@ class SlurmClient:
         started, are returned in the results.
         """
         results: list[OpResult] = []
-        pending: list[SacctmgrOp] = []
+        pending: list[Op] = []
 
         def flush() -> None:
             if pending:
@@ -413,7 +397,7 @@ class SlurmClient:
                 pending.clear()
 
         for op in ops:
-            if isinstance(op, SacctmgrOp):
+            if render.is_sacctmgr(op):
                 pending.append(op)
                 continue
             flush()
@@ -421,7 +405,7 @@ class SlurmClient:
                 results.append(self._apply_load(op))
                 self._remember(op, results[-1].ok)
             elif isinstance(op, CancelJobs):
-                results.append(self._apply_simple(op, op.argv()))
+                results.append(self._apply_simple(op, render.argv(op)))
             elif isinstance(op, CreateHomedirs):
                 results.append(self._apply_homedirs(op))
             else:
@@ -429,7 +413,7 @@ class SlurmClient:
         flush()
         return results
 
-    def _apply_batch_with_fallback(self, ops: list[SacctmgrOp]) -> list[OpResult]:
+    def _apply_batch_with_fallback(self, ops: list[Op]) -> list[OpResult]:
         results = self._apply_batch(ops)
         # `remove account where name=a,b` is refused when the accounts hold some user's
         # default account, while the same removals one name per command succeed (22.05).
@@ -447,7 +431,7 @@ class SlurmClient:
                 results[i] = r
         return results
 
-    def _apply_batch(self, ops: list[SacctmgrOp], *, split_removals: bool = False) -> list[OpResult]:
+    def _apply_batch(self, ops: list[Op], *, split_removals: bool = False) -> list[OpResult]:
         defaults = self._known_defaults()
         lines_per_op = []
         for op in ops:
@@ -489,14 +473,14 @@ class SlurmClient:
         return dict(self._defaults)
 
     def _lines(
-        self, op: SacctmgrOp, *, split_removals: bool = False, defaults: Mapping[str, str | None] | None = None
+        self, op: Op, *, split_removals: bool = False, defaults: Mapping[str, str | None] | None = None
     ) -> list[str]:
         where_cluster = f" cluster={self.cluster}" if self.cluster else ""
         if split_removals and isinstance(op, RemoveAccounts):
             return [f"remove account where name={name}{where_cluster}" for name in op.names]
         if isinstance(op, RemoveUsers):
             return removal_lines(op, None if split_removals else defaults, where_cluster)
-        return op.sacctmgr_lines(self.cluster)
+        return render.sacctmgr_lines(op, self.cluster)
 
     def _classify(self, op: Op, commands: list[str], outputs: list[str], exit_code: int) -> OpResult:
         all_already = True
@@ -527,7 +511,7 @@ class SlurmClient:
         return found
 
     def _remember(self, op: Op, ok: bool) -> None:
-        if self._defaults is not None and isinstance(op, SacctmgrOp):
+        if self._defaults is not None and render.is_sacctmgr(op):
             if ok:
                 track_defaults(self._defaults, op)
             else:
@@ -535,7 +519,7 @@ class SlurmClient:
         if not ok or self._parents is None:
             return
         if isinstance(op, AddAccountsDescribed):
-            for name, parent in load_parents(op.load_file(self.cluster_name())).items():
+            for name, parent in load_parents(render.load_file(op, self.cluster_name())).items():
                 self._parents.setdefault(name, parent)
         elif isinstance(op, AddAccounts):
             for name in op.names:
@@ -549,7 +533,7 @@ class SlurmClient:
     def _apply_load(self, op: AddAccountsDescribed) -> OpResult:
         cluster = self.cluster_name()
         argv = [*MERGE_STDERR, "sacctmgr", "-i", "load", "file=/dev/stdin"]
-        data = op.load_file(cluster)
+        data = render.load_file(op, cluster)
         wanted = load_parents(data)
         current = self._current_parents(list(wanted))
         moves = {n: (current[n], p) for n, p in wanted.items() if n in current and current[n] != p}
@@ -580,7 +564,7 @@ class SlurmClient:
         return OpResult(op, False, error=SlurmCommandError(argv, result.exit_code, result.stdout, result.stderr), output=text)
 
     def _apply_homedirs(self, op: CreateHomedirs) -> OpResult:
-        argv = op.argv()
+        argv = render.argv(op)
         result = self._run(argv)
         text = result.stdout + result.stderr
         failed = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("wsa-homedir-failed ")]
@@ -695,7 +679,7 @@ def removal_lines(op: RemoveUsers, defaults: Mapping[str, str | None] | None, wh
     return lines
 
 
-def track_defaults(defaults: dict[str, str | None], op: SacctmgrOp) -> None:
+def track_defaults(defaults: dict[str, str | None], op: Op) -> None:
     """Update user -> DefaultAccount for an applied op (None: unknown). A user added without an explicit
     default gets one from SLURM only when it had none: which one is not known here."""
     if isinstance(op, SetDefaultAccount):

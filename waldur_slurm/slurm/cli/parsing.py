@@ -80,9 +80,6 @@ def parse_limits(text: str) -> dict[str, int]:
     return limits
 
 
-def format_limits(limits: dict[str, int | None]) -> str:
-    """Inverse of `parse_limits` for a command line; None clears the TRES (-1)."""
-    return ",".join(f"{k}={-1 if v is None else v}" for k, v in sorted(limits.items()))
 
 
 # ------------------------------------------------------------------------- Elapsed
