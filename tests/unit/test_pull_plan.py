@@ -457,7 +457,7 @@ def test_one_order_per_resource_per_cycle_oldest_first() -> None:
 
 
 def test_2024_defers_waldur_steps_until_the_allocation_exists_and_records_associations() -> None:
-    cfg = PlanConfig(naming=RULES, default_account=ROOT, components=COMPONENTS, flavour="2024")
+    cfg = PlanConfig(naming=RULES, default_account=ROOT, components=COMPONENTS, keeps_associations=True, allocation_after_approval=True)
     alice = hexid()
     pending = order("Create", "pending-provider", allocation=None)
     waiting = order("Create", "executing", allocation=None)

@@ -35,6 +35,7 @@ from waldur_standin.app import create_app
 from waldur_standin.control import DEFAULT_COMPONENTS
 from waldur_standin.testing import StandIn
 
+from tests.support import waldur_extras as extras
 from tests.support.waldur import make_client
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -138,7 +139,7 @@ def drive_everything(w: StandIn) -> None:
     res = create["resource_uuid"]
     client.set_backend_id(res, "hpc_alloc_a")
     client.set_limits(res, {"cpu": 100})
-    client.set_backend_metadata(res, {"slurm_account": "hpc_alloc_a"})
+    extras.set_backend_metadata(client, res, {"slurm_account": "hpc_alloc_a"})
     client.complete_order(order)
     client.mark_order_done(order.uuid)  # 409 + re-read
     raw.head("/api/marketplace-orders/", params={"offering_uuid": offering})
@@ -169,7 +170,7 @@ def drive_everything(w: StandIn) -> None:
         assert raw.get(f"/api/marketplace-provider-resources/{res}/details/").status_code == 200
         client.create_association(res, "alice_c")
         client.create_association(res, "alice_c")
-        client.list_associations(res)
+        extras.list_associations(client, res)
         raw.head("/api/slurm-associations/")
         client.delete_association(res, "alice_c")
 
@@ -178,21 +179,21 @@ def drive_everything(w: StandIn) -> None:
     raw.head("/api/marketplace-offering-users/", params={"offering_uuid": offering})
     alice_ou = next(u for u in users if u.user_username == "alice")
     assert raw.get(f"/api/marketplace-offering-users/{alice_ou.uuid}/").status_code == 200
-    client.create_offering_user(w.add_user("carol")["uuid"], "carol_c")
+    extras.create_offering_user(client, w.add_user("carol")["uuid"], "carol_c")
     if v8:
-        client.offering_user_action(alice_ou.uuid, "begin_creating")
-        client.set_offering_user_username(alice_ou.uuid, "alice_c")
+        extras.offering_user_action(client, alice_ou.uuid, "begin_creating")
+        extras.set_offering_user_username(client, alice_ou.uuid, "alice_c")
         bob_ou = next(u for u in users if u.user_username == "bob")
         for action in ("set_pending_account_linking", "set_validation_complete", "request_deletion", "set_deleting",
                        "set_error_deleting", "set_deleting", "set_deleted"):
-            client.offering_user_action(bob_ou.uuid, action, comment="contract")
+            extras.offering_user_action(client, bob_ou.uuid, action, comment="contract")
         dave = w.add_user("dave")
         w.add_team_member(project, dave["uuid"])
         dave_ou = next(u for u in client.list_offering_users() if u.user_username == "dave")
         for action in ("set_pending_additional_validation", "set_error_creating", "set_ok"):
-            client.offering_user_action(dave_ou.uuid, action)
+            extras.offering_user_action(client, dave_ou.uuid, action)
     else:
-        client.set_offering_user_username(alice_ou.uuid, "alice_c")
+        extras.set_offering_user_username(client, alice_ou.uuid, "alice_c")
 
     # usage
     today = dt.datetime.now(dt.timezone.utc).date()

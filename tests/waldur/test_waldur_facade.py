@@ -12,6 +12,8 @@ import httpx
 import pytest
 from waldur_standin.testing import StandIn
 
+from tests.support import waldur_extras as extras
+from tests.support.waldur import make_client
 from waldur_slurm import USER_AGENT
 from waldur_slurm.waldur.client import WaldurClient
 from waldur_slurm.waldur.errors import (
@@ -21,8 +23,6 @@ from waldur_slurm.waldur.errors import (
     WaldurPermanentError,
     WaldurTransientError,
 )
-
-from tests.support.waldur import make_client
 
 
 def utc_today() -> dt.date:
@@ -329,7 +329,7 @@ def test_backend_id_limits_and_resource_state(waldur_client_any: WaldurClient) -
     client.mark_resource_ok(res)
     assert client.get_resource(res).state == "OK"
 
-    client.set_backend_metadata(res, {"slurm_account": "hpc_a"})
+    extras.set_backend_metadata(client, res, {"slurm_account": "hpc_a"})
     assert client.get_resource(res).backend_metadata["slurm_account"] == "hpc_a"
 
 
@@ -391,11 +391,11 @@ def test_team_and_offering_users(waldur_client_any: WaldurClient) -> None:
     users = {ou.user_username: ou for ou in client.list_offering_users()}
     assert set(users) == {"alice", "bob"} and users["alice"].username is None
     if client.flavour == "8":
-        assert client.offering_user_action(users["alice"].uuid, "begin_creating") is True
+        assert extras.offering_user_action(client, users["alice"].uuid, "begin_creating") is True
         assert len(client.list_offering_users(states=["Creating"])) == 1
     else:
-        assert client.offering_user_action(users["alice"].uuid, "begin_creating") is False
-    updated = client.set_offering_user_username(users["alice"].uuid, "alice_c")
+        assert extras.offering_user_action(client, users["alice"].uuid, "begin_creating") is False
+    updated = extras.set_offering_user_username(client, users["alice"].uuid, "alice_c")
     assert updated.username == "alice_c"
     if client.flavour == "8":
         assert updated.state == "OK"  # Creating + username -> OK
@@ -403,10 +403,10 @@ def test_team_and_offering_users(waldur_client_any: WaldurClient) -> None:
     assert by_user["alice"].offering_user_username == "alice_c"
 
     carol = w.add_user("carol")
-    created = client.create_offering_user(carol["uuid"], "carol_c")
+    created = extras.create_offering_user(client, carol["uuid"], "carol_c")
     assert created.username == "carol_c" and created.user_uuid == carol["uuid"]
     with pytest.raises(WaldurPermanentError) as err:
-        client.create_offering_user(carol["uuid"], "carol_c")
+        extras.create_offering_user(client, carol["uuid"], "carol_c")
     assert "unique" in err.value.message
 
 
@@ -485,16 +485,16 @@ def test_associations(waldur_client_any: WaldurClient) -> None:
     client.reset_counts()
     if client.flavour == "8":
         assert client.create_association(res, "alice_c") is False
-        assert client.list_associations(res) == []
+        assert extras.list_associations(client, res) == []
         assert client.delete_association(res, "alice_c") is False
         assert client.list_offering_associations(["0" * 32]) == {}
         assert client.requests_total == 1  # only the flavour probe
         return
     assert client.create_association(res, "alice_c") is True
     assert client.create_association(res, "alice_c") is False  # 200 "already exists"
-    assert client.list_associations(res) == ["alice_c"]
+    assert extras.list_associations(client, res) == ["alice_c"]
     assert client.delete_association(res, "alice_c") is True
-    assert client.list_associations(res) == []
+    assert extras.list_associations(client, res) == []
 
 
 def test_associations_on_one_page_are_read_in_one_request(standin_2024: StandIn) -> None:

@@ -75,10 +75,8 @@ def default_jitter(period: float) -> float:
 
 
 def _auth_errors() -> tuple[type[BaseException], ...]:
-    try:
-        from waldur_slurm.waldur.errors import WaldurAuthError
-    except ImportError:  # the Waldur package is optional for the loop's own tests
-        return ()
+    from waldur_slurm.waldur.errors import WaldurAuthError
+
     return (WaldurAuthError,)
 
 

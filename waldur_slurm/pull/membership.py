@@ -94,7 +94,7 @@ def plan_membership(
             plan.added[resource.uuid] = to_add
         if to_remove:
             plan.removed[resource.uuid] = to_remove
-        if config.flavour == "2024" and (to_add or to_remove):
+        if config.keeps_associations and (to_add or to_remove):
             plan.actions[resource.uuid] = [Associate(resource.uuid, u) for u in to_add] + [
                 Associate(resource.uuid, u, add=False) for u in to_remove
             ]

@@ -38,24 +38,27 @@ class StateLike(Protocol):
 
 @dataclass(frozen=True)
 class PlanConfig:
-    """What planning needs from the settings, plus the Waldur server flavour ("8" or "2024")."""
+    """What planning needs from the settings, plus what the Waldur server does (``Capabilities``)."""
 
     naming: NamingRules
     default_account: str
     components: Mapping[str, Component]
     enable_homedir: bool = False
     homedir_umask: int = 0o077
-    flavour: str = "8"
+    # see waldur.client.Capabilities
+    keeps_associations: bool = False
+    allocation_after_approval: bool = False
 
     @classmethod
-    def from_settings(cls, settings: Any, flavour: str = "8") -> PlanConfig:
+    def from_settings(cls, settings: Any, capabilities: Any = None) -> PlanConfig:
         return cls(
             naming=NamingRules.from_settings(settings),
             default_account=settings.default_account,
             components=dict(settings.components),
             enable_homedir=bool(settings.enable_homedir),
             homedir_umask=int(settings.homedir_umask),
-            flavour=flavour,
+            keeps_associations=bool(capabilities and capabilities.keeps_associations),
+            allocation_after_approval=bool(capabilities and capabilities.allocation_after_approval),
         )
 
     @property

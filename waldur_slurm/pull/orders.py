@@ -175,7 +175,7 @@ def plan_create(plan: OrderPlan, work: Work, ctx: OrderContext) -> None:
         plan.actions.append(SetBackendId(resource_uuid, account))
     if waldur_limits and (resource is None or not _same_limits(resource.limits, waldur_limits)):
         plan.actions.append(SetResourceLimits(resource_uuid, waldur_limits))
-    if cfg.flavour == "2024":
+    if cfg.keeps_associations:
         # every desired user, not only new ones: a retry after a crash fills in what is missing
         plan.actions.extend(Associate(resource_uuid, user) for user in sorted(users))
     plan.actions.append(CompleteOrder(order))

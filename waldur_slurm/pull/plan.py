@@ -120,7 +120,7 @@ def plan_orders(
                 op_plan.erred = str(exc)
             continue
         work.commit()
-        if config.flavour == "2024" and order.type == CREATE and order.state == EXECUTING and not order.allocation_uuid:
+        if config.allocation_after_approval and order.type == CREATE and order.state == EXECUTING and not order.allocation_uuid:
             # The server makes the allocation in a task after approval; the slurm-remote calls answer 404
             # until then. Never wait inside the cycle: the SLURM part runs now, Waldur's next cycle.
             op_plan.defer = "the server has not created the SLURM allocation yet"

@@ -25,12 +25,12 @@ from __future__ import annotations
 import logging
 import traceback as tb
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from waldur_slurm.daemon.cycle import CycleReport
 from waldur_slurm.domain import naming
+from waldur_slurm.domain.outcome import Outcomes, Status, retry_later
 from waldur_slurm.pull.ledger import Ledger
 from waldur_slurm.pull.membership import plan_membership
 from waldur_slurm.pull.model import (
@@ -49,7 +49,6 @@ from waldur_slurm.push.reporter import PushReporter
 from waldur_slurm.slurm.backend import SlurmBackend
 from waldur_slurm.slurm.model import OpResult, SlurmState
 from waldur_slurm.slurm.errors import (
-    ActiveJobsError,
     CommandNotFound,
     ContainerMissing,
     SlurmError,
@@ -66,23 +65,6 @@ from waldur_slurm.waldur.models import OfferingUser, Order, Resource, TeamMember
 ORDER_STATES = ("pending-provider", "executing")
 # Resources whose backend_id may matter: everything but Terminated.
 RESOURCE_STATES = ("Creating", "OK", "Erred", "Updating", "Terminating")
-
-
-@dataclass
-class _Outcome:
-    """How one order ended this cycle."""
-
-    done: set[str] = field(default_factory=set)
-    failed: dict[str, str] = field(default_factory=dict)
-    deferred: dict[str, str] = field(default_factory=dict)
-    skipped: set[str] = field(default_factory=set)
-
-    def settled(self, uuid: str) -> bool:
-        return uuid in self.done or uuid in self.failed or uuid in self.deferred or uuid in self.skipped
-
-
-def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, (SlurmTransientError, WaldurTransientError))
 
 
 class PullReconciler:
@@ -108,7 +90,7 @@ class PullReconciler:
 
     # ------------------------------------------------------------------ helpers
     def _config(self) -> PlanConfig:
-        return PlanConfig.from_settings(self.settings, flavour=self.waldur.flavour)
+        return PlanConfig.from_settings(self.settings, self.waldur.capabilities)
 
     def _counters(self) -> tuple[int, int]:
         return self.slurm.process_count, self.waldur.requests_total
@@ -154,7 +136,7 @@ class PullReconciler:
             report.deferred += len(orders)
             return
 
-        outcome = _Outcome()
+        outcome = Outcomes()
         try:
             config = self._config()
             resources, teams, offering_users = self._waldur_inputs(orders, state, config, outcome)
@@ -173,7 +155,7 @@ class PullReconciler:
         refreshed: dict[str, Order] = {}
         for p in plan.orders:
             self._pre_work(p, outcome, refreshed)
-        if refreshed or any(p.order.uuid in outcome.failed or p.order.uuid in outcome.deferred for p in plan.orders):
+        if refreshed or any(outcome.status(p.order.uuid) in (Status.FAILED, Status.DEFERRED) for p in plan.orders):
             remaining = [refreshed.get(p.order.uuid, p.order) for p in plan.orders if p.works and not outcome.settled(p.order.uuid)]
             plan = plan_orders(remaining, state, config, resources=resources, teams=teams, offering_users=offering_users)
             for p in plan.orders:  # a re-read order may have moved on
@@ -192,21 +174,21 @@ class PullReconciler:
             if outcome.settled(uuid) or uuid not in ok:
                 continue
             if p.defer is not None:
-                outcome.deferred[uuid] = p.defer
+                outcome.defer(uuid, p.defer)
                 continue
             self._waldur_actions(ok[uuid], outcome, report)
 
-        report.done = len(outcome.done)
-        report.failed = len(outcome.failed)
-        report.deferred = len(outcome.deferred)
-        report.skipped = len(outcome.skipped)
-        for uuid, why in outcome.failed.items():
+        report.done = outcome.count(Status.DONE)
+        report.failed = outcome.count(Status.FAILED)
+        report.deferred = outcome.count(Status.DEFERRED)
+        report.skipped = outcome.count(Status.SKIPPED)
+        for uuid, why in outcome.reasons(Status.FAILED).items():
             report.notes.append(f"order {uuid} failed: {why}")
-        for uuid, why in outcome.deferred.items():
+        for uuid, why in outcome.reasons(Status.DEFERRED).items():
             report.notes.append(f"order {uuid} deferred: {why}")
 
     def _waldur_inputs(
-        self, orders: Sequence[Order], state: SlurmState, config: PlanConfig, outcome: _Outcome
+        self, orders: Sequence[Order], state: SlurmState, config: PlanConfig, outcome: Outcomes
     ) -> tuple[dict[str, Resource], dict[str, list[TeamMember]], list[OfferingUser]]:
         """Resources, teams and offering users, fetched only when an order needs them."""
         dry = plan_orders(orders, state, config)
@@ -227,12 +209,12 @@ class PullReconciler:
                 if isinstance(team, list):
                     teams[order.resource_uuid] = team
                     continue
-                outcome.deferred[order.uuid] = f"team not read: {team}"
+                outcome.defer(order.uuid, f"team not read: {team}")
                 if not isinstance(team, WaldurTransientError):
                     self.log.warning("order %s: cannot read the team of %s: %s", order.uuid, order.resource_uuid, team)
         return resources, teams, offering_users
 
-    def _pre_work(self, p: OrderPlan, outcome: _Outcome, refreshed: dict[str, Order]) -> None:
+    def _pre_work(self, p: OrderPlan, outcome: Outcomes, refreshed: dict[str, Order]) -> None:
         """Reject, err or skip what needs no SLURM work; approve pending orders that have work."""
         order = p.order
         uuid = order.uuid
@@ -242,15 +224,15 @@ class PullReconciler:
             if p.reject is not None:
                 self.log.warning("order %s (%s): rejected: %s", uuid, order.type, p.reject)
                 self.waldur.reject_order(uuid, p.reject)
-                outcome.done.add(uuid)
+                outcome.done(uuid)
             elif p.erred is not None:
                 self._err(order, p.erred, outcome)
             elif p.skip is not None:
                 if p.failed:
-                    outcome.failed[uuid] = p.skip
+                    outcome.fail(uuid, p.skip)
                     self.log.error("order %s: %s", uuid, p.skip)
                 else:
-                    outcome.skipped.add(uuid)
+                    outcome.skip(uuid)
                     self.log.info("order %s: skipped: %s", uuid, p.skip)
             elif p.approve:
                 refreshed[uuid] = self.waldur.approve_order(uuid)
@@ -260,15 +242,15 @@ class PullReconciler:
         except WaldurTransientError as exc:
             self._order_step_failed(order, "approve" if p.approve else "reject", exc, outcome)
         except WaldurError as exc:
-            outcome.failed[uuid] = f"Waldur refused: {exc}"
+            outcome.fail(uuid, f"Waldur refused: {exc}")
             self.log.error("order %s: Waldur refused: %s", uuid, exc)
 
-    def _err(self, order: Order, message: str, outcome: _Outcome, cause: BaseException | None = None) -> None:
+    def _err(self, order: Order, message: str, outcome: Outcomes, cause: BaseException | None = None) -> None:
         """Mark an executing order erred (the facade checks it is executing right now)."""
         text = f"{order.type} failed: {message}"
         trace = "".join(tb.format_exception(cause)) if cause is not None else ""
         self.log.error("order %s (resource %s): %s", order.uuid, order.resource_uuid, text)
-        outcome.failed[order.uuid] = message
+        outcome.fail(order.uuid, message)
         try:
             self.waldur.mark_order_erred(order.uuid, text, trace)
         except WaldurAuthError:
@@ -288,10 +270,10 @@ class PullReconciler:
         )
         return True
 
-    def _order_step_failed(self, order: Order, step: str, exc: WaldurTransientError, outcome: _Outcome) -> None:
+    def _order_step_failed(self, order: Order, step: str, exc: WaldurTransientError, outcome: Outcomes) -> None:
         """A transient failure of one order's own step: the order waits for the next cycle, unless the same
         step has now failed with a server error ``order_max_failed_cycles`` times in a row."""
-        outcome.deferred[order.uuid] = f"Waldur: {exc}"
+        outcome.defer(order.uuid, f"Waldur: {exc}")
         if not counts_as_stuck(exc):
             self.log.warning("order %s: %s: %s; next cycle", order.uuid, step, exc)
             return
@@ -310,8 +292,7 @@ class PullReconciler:
             marked, why = False, str(err)
         if marked:
             # The SLURM side stays as it is: the consumer and the operator see the error in Waldur.
-            del outcome.deferred[order.uuid]
-            outcome.failed[order.uuid] = message
+            outcome.fail(order.uuid, message)
             self.stuck.succeeded(order.uuid)
             self.log.error("order %s (%s of resource %s) given up and marked erred: %s",
                            order.uuid, order.type, order.resource_uuid, message)
@@ -325,7 +306,7 @@ class PullReconciler:
         self,
         plan: PullPlan,
         workers: list[OrderPlan],
-        outcome: _Outcome,
+        outcome: Outcomes,
         config: PlanConfig,
         resources: dict[str, Resource],
         teams: dict[str, list[TeamMember]],
@@ -343,9 +324,8 @@ class PullReconciler:
             for uuid in planned.owners:
                 if uuid not in ok:
                     continue
-                if _transient(error) or isinstance(error, ActiveJobsError):
-                    # ActiveJobsError: the jobs were just cancelled and are still completing.
-                    outcome.deferred[uuid] = f"SLURM: {error}"
+                if retry_later(error):
+                    outcome.defer(uuid, f"SLURM: {error}")
                     ok.pop(uuid)
                 else:
                     suspects.setdefault(uuid, error)
@@ -358,7 +338,7 @@ class PullReconciler:
             state = self.slurm.read_state()
         except SlurmTransientError as exc:
             for uuid in suspects:
-                outcome.deferred[uuid] = f"SLURM: {exc}"
+                outcome.defer(uuid, f"SLURM: {exc}")
                 ok.pop(uuid)
             return ok
         for uuid in sorted(suspects):
@@ -374,8 +354,8 @@ class PullReconciler:
                 state = self.slurm.read_state()
                 continue
             _planned, error = again[0]
-            if _transient(error) or isinstance(error, ActiveJobsError):
-                outcome.deferred[uuid] = f"SLURM: {error}"
+            if retry_later(error):
+                outcome.defer(uuid, f"SLURM: {error}")
             else:
                 self._err(p.order, f"SLURM: {error}", outcome, error)
         return ok
@@ -402,7 +382,7 @@ class PullReconciler:
 
     # ------------------------------------------------------------------ Terminate: final usage
     def _report_final_usage(
-        self, workers: Sequence[OrderPlan], ok: dict[str, OrderPlan], outcome: _Outcome, resources: dict[str, Resource]
+        self, workers: Sequence[OrderPlan], ok: dict[str, OrderPlan], outcome: Outcomes, resources: dict[str, Resource]
     ) -> None:
         """Report the last usage of every account a Terminate of this cycle removed, before the order completes.
 
@@ -436,21 +416,21 @@ class PullReconciler:
             raise
         except (SlurmError, WaldurError) as exc:
             for p in plans.values():
-                outcome.deferred[p.order.uuid] = f"final usage not reported yet: {exc}"
+                outcome.defer(p.order.uuid, f"final usage not reported yet: {exc}")
             self.log.warning("pull: final usage of %d terminated account(s) not reported (%s); next cycle", len(plans), exc)
             return
         for resource_uuid, error in results.items():
             order = plans[resource_uuid].order
             if error is None:
                 continue
-            if _transient(error):
-                outcome.deferred[order.uuid] = f"final usage not reported yet: {error}"
+            if retry_later(error):
+                outcome.defer(order.uuid, f"final usage not reported yet: {error}")
                 self.log.warning("order %s: final usage not reported (%s); next cycle", order.uuid, error)
             else:
                 self._err(order, f"final usage of {finals[resource_uuid]} not reported: {error}", outcome, error)
 
     # ------------------------------------------------------------------ Waldur
-    def _waldur_actions(self, p: OrderPlan, outcome: _Outcome, report: CycleReport) -> None:
+    def _waldur_actions(self, p: OrderPlan, outcome: Outcomes, report: CycleReport) -> None:
         order = p.order
         step = "Waldur actions"
         try:
@@ -477,7 +457,7 @@ class PullReconciler:
             self._err(order, f"Waldur refused: {exc}", outcome, exc)
             return
         self.stuck.succeeded(order.uuid)
-        outcome.done.add(order.uuid)
+        outcome.done(order.uuid)
         self.log.info("order %s (%s) done: account %s", order.uuid, order.type, p.account or "-")
 
     # ------------------------------------------------------------------ membership
@@ -536,7 +516,7 @@ class PullReconciler:
             failures = self._run_ops(plan.ops)
             report.writes += len(plan.ops)
             for planned, error in failures or []:
-                (deferred if _transient(error) else failed).update(planned.owners)
+                (deferred if retry_later(error) else failed).update(planned.owners)
         failed -= deferred
         report.deferred += len(deferred)
         for uuid, actions in plan.actions.items():

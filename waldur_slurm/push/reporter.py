@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 from waldur_slurm.daemon.concurrency import LatencyGovernor, run_bounded
 from waldur_slurm.daemon.cycle import CycleReport
 from waldur_slurm.domain import naming
+from waldur_slurm.domain.outcome import ErrorKind, Outcomes, Status, classify, retry_later
 from waldur_slurm.slurm.errors import SlurmError
 from waldur_slurm.push.usage import (
     Aggregate,
@@ -89,7 +90,6 @@ RESOURCE_FIELDS = ("uuid", "name", "state", "backend_id", "limits", "order_in_pr
 # During the first days of a month the cycle also re-reads the previous month and reports its final
 # totals where the server accepts a past date (see ``backfill_types``).
 PREVIOUS_MONTH_GRACE = timedelta(days=3)
-FLAVOUR_2024 = "2024"
 
 
 def _utcnow() -> datetime:
@@ -97,7 +97,9 @@ def _utcnow() -> datetime:
 
 
 @dataclass
-class _Outcome:
+class _ResourceWrites:
+    """What the writes of one resource did this cycle; turned into its outcome once all have run."""
+
     writes: int = 0
     error: WaldurError | None = None
     auth_error: WaldurAuthError | None = None
@@ -117,19 +119,19 @@ class _UserUsageWrites:
         return [t for t in self.month.per_user if t not in self.uuids]
 
 
-def _record_failure(rp: ResourcePlan, out: _Outcome, what: str, error: WaldurError) -> None:
-    if isinstance(error, WaldurAuthError):
-        out.auth_error = out.auth_error or error
+def _record_failure(rp: ResourcePlan, out: _ResourceWrites, what: str, error: WaldurError) -> None:
+    if classify(error) is ErrorKind.AUTH:
+        out.auth_error = out.auth_error or error  # type: ignore[assignment]
         return
     # a permanent error outranks a transient one in the outcome of the resource
-    if out.error is None or isinstance(out.error, WaldurTransientError):
+    if out.error is None or retry_later(out.error):
         out.error = error
     note = f"resource {rp.uuid} ({rp.account}): {what} failed: {error}"
     out.notes.append(note)
     log.warning(note)
 
 
-def _attempt(rp: ResourcePlan, out: _Outcome) -> Callable[[str, Callable[[], Any]], bool]:
+def _attempt(rp: ResourcePlan, out: _ResourceWrites) -> Callable[[str, Callable[[], Any]], bool]:
     """Run one write of a resource; record its error in the resource's outcome instead of raising."""
 
     def attempt(what: str, fn: Callable[[], Any]) -> bool:
@@ -319,7 +321,7 @@ class PushReporter:
                     f"{previous.period:%Y-%m}",
                 )
 
-        associations = self._associations(resources, state, report) if self.waldur.flavour == FLAVOUR_2024 else None
+        associations = self._associations(resources, state, report) if self.waldur.capabilities.keeps_associations else None
         plan = plan_push(
             resources, state, months, limit_components, associations, self._missing if self.confirm_missing else None,
             limit_keys={c.type for c in offering.components if c.billing_type == "limit"},
@@ -360,7 +362,7 @@ class PushReporter:
         usages need the uuid of the ComponentUsage that ``set_usage`` creates and answers no body for; when
         many resources need one, a single offering-wide list (N/page_size requests) finds them all instead
         of one list per resource (see ``offering_wide_lookup``)."""
-        outcomes = {id(rp): _Outcome() for rp in plan.resources}
+        outcomes = {id(rp): _ResourceWrites() for rp in plan.resources}
         per_user: list[_UserUsageWrites] = []
         lock = threading.Lock()
 
@@ -387,23 +389,24 @@ class PushReporter:
             report.notes.append(note)
             log.warning(note)
 
-        failed = deferred = 0
-        for outcome in outcomes.values():
-            report.writes += outcome.writes
-            report.notes.extend(outcome.notes)
-            if outcome.auth_error is not None:
-                raise outcome.auth_error
-            if outcome.error is None:
-                continue
-            if isinstance(outcome.error, WaldurTransientError):
-                deferred += 1
+        results = Outcomes()
+        for rp in plan.resources:
+            written = outcomes[id(rp)]
+            report.writes += written.writes
+            report.notes.extend(written.notes)
+            if written.auth_error is not None:
+                raise written.auth_error
+            if written.error is None:
+                results.done(rp.uuid)
+            elif retry_later(written.error):
+                results.defer(rp.uuid, str(written.error))
             else:
-                failed += 1
-        report.failed += failed
-        report.deferred += deferred
-        report.done += plan.unchanged + len(outcomes) - failed - deferred
+                results.fail(rp.uuid, str(written.error))
+        report.failed += results.count(Status.FAILED)
+        report.deferred += results.count(Status.DEFERRED)
+        report.done += plan.unchanged + results.count(Status.DONE)
 
-    def _apply_one(self, rp: ResourcePlan, out: _Outcome) -> list[_UserUsageWrites]:
+    def _apply_one(self, rp: ResourcePlan, out: _ResourceWrites) -> list[_UserUsageWrites]:
         """Every write of one resource but its per-user usages, which it returns for the second pass.
         Independent parts (usage, limits, associations) go on after a failure."""
         attempt = _attempt(rp, out)
@@ -439,7 +442,7 @@ class PushReporter:
         return later
 
     def _find_usage_uuids(
-        self, items: list[_UserUsageWrites], outcomes: Mapping[int, _Outcome], held_records: Mapping[date, int]
+        self, items: list[_UserUsageWrites], outcomes: Mapping[int, _ResourceWrites], held_records: Mapping[date, int]
     ) -> list[_UserUsageWrites]:
         """Fill in the uuids of the ComponentUsages that ``set_usage`` just created, with one offering-wide
         list per month where that takes fewer requests than one list per resource; returns the items still
@@ -470,12 +473,12 @@ class PushReporter:
                 item.looked_up = True
         return [item for item in items if id(item) not in failed]
 
-    def _write_user_usages(self, items: list[_UserUsageWrites], out: _Outcome) -> None:
+    def _write_user_usages(self, items: list[_UserUsageWrites], out: _ResourceWrites) -> None:
         attempt = _attempt(items[0].rp, out)
         for item in items:
             attempt(f"user usage {item.month.window.period:%Y-%m}", lambda i=item: self._write_one_month_users(i, out))
 
-    def _write_one_month_users(self, item: _UserUsageWrites, out: _Outcome) -> None:
+    def _write_one_month_users(self, item: _UserUsageWrites, out: _ResourceWrites) -> None:
         rp, window = item.rp, item.month.window
         if item.missing_types() and not item.looked_up:
             for cu in self.waldur.list_component_usages(window.period, resource_uuid=rp.uuid):
@@ -525,7 +528,7 @@ class PushReporter:
             rp = ResourcePlan(uuid, "", account)
             if not diff.empty:
                 rp.months.append(MonthWrites(window, diff.totals, diff.per_user, dict(held.usage_uuids.get(uuid, {}))))
-            out = _Outcome()
+            out = _ResourceWrites()
             later = self._apply_one(rp, out)
             if later and out.error is None:
                 self._write_user_usages(later, out)
@@ -538,7 +541,7 @@ class PushReporter:
                          values or "per-user usage only")
         return results
 
-    def _mark_erred(self, rp: ResourcePlan, out: _Outcome) -> None:
+    def _mark_erred(self, rp: ResourcePlan, out: _ResourceWrites) -> None:
         # Re-read just before the only destructive write of the cycle: the pull daemon may have started an
         # order for this resource since the list was read (B15).
         fresh = self.waldur.get_resource(rp.uuid)

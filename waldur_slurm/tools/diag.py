@@ -89,11 +89,11 @@ def waldur_checks(settings: Settings, waldur: Any) -> list[Check]:
         checks.append(Check(names[0], False, f"{mask_url(settings.waldur_api_url)}: {_reason(exc)}"))
         return skipped("Waldur API unreachable")
     try:
-        flavour = waldur.flavour
+        flavour = waldur.capabilities.era
     except Exception:  # informative only
         flavour = None
     checks.append(Check(names[0], True, f"{mask_url(settings.waldur_api_url)}, server version {version or 'unknown'}"
-                        + (f" (API flavour {flavour})" if flavour else "")))
+                        + (f" (API: {flavour})" if flavour else "")))
 
     try:
         user = waldur.whoami()

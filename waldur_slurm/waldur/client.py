@@ -27,9 +27,9 @@ next cycle.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import datetime as dt
-import importlib
-import inspect
 import logging
 import re
 import ssl
@@ -54,9 +54,7 @@ from waldur_api_client.api.marketplace_component_usages import (
 )
 from waldur_api_client.api.marketplace_component_user_usages import marketplace_component_user_usages_list
 from waldur_api_client.api.marketplace_offering_users import (
-    marketplace_offering_users_create,
     marketplace_offering_users_list,
-    marketplace_offering_users_partial_update,
 )
 from waldur_api_client.api.marketplace_orders import (
     marketplace_orders_approve_by_provider,
@@ -79,7 +77,6 @@ from waldur_api_client.api.marketplace_provider_resources import (
     marketplace_provider_resources_set_as_erred,
     marketplace_provider_resources_set_as_ok,
     marketplace_provider_resources_set_backend_id,
-    marketplace_provider_resources_set_backend_metadata,
     marketplace_provider_resources_set_limits,
     marketplace_provider_resources_team_list,
 )
@@ -96,20 +93,15 @@ from waldur_api_client.models import (
     LimitPeriodEnum,
     OfferingComponentRequest,
     OfferingUserFieldEnum,
-    OfferingUserRequest,
     OfferingUserState,
-    OfferingUserStateTransitionRequest,
     OrderApproveByProviderRequest,
     OrderDetailsFieldEnum,
     OrderErrorDetailsRequest,
     OrderProviderRejectionRequest,
     OrderState,
-    PatchedOfferingUserRequest,
     RemoveOfferingComponentRequest,
     RequestTypes,
     ResourceBackendIDRequest,
-    ResourceBackendMetadataRequest,
-    ResourceBackendMetadataRequestBackendMetadata,
     ResourceFieldEnum,
     ResourceSetLimitsRequest,
     ResourceSetLimitsRequestLimits,
@@ -206,6 +198,23 @@ def json_number(value: Any) -> int | float:
 def usage_amount(value: Any) -> str:
     """Waldur accepts at most 2 decimal places; the amount goes out as a decimal string."""
     return str(Decimal(str(value)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the connected server does, for the planners and the reporter."""
+
+    era: str  # shown by --diag only
+    # The server keeps each allocation's SLURM associations (2024 slurm-remote): the agent records them.
+    keeps_associations: bool
+    # The server creates the SLURM allocation in a task after approval (2024): Waldur steps wait for it.
+    allocation_after_approval: bool
+
+
+CAPABILITIES = {
+    FLAVOUR_8: Capabilities(era="8.x", keeps_associations=False, allocation_after_approval=False),
+    FLAVOUR_2024: Capabilities(era="2024 (marketplace-slurm-remote)", keeps_associations=True, allocation_after_approval=True),
+}
 
 
 class WaldurClient:
@@ -403,6 +412,11 @@ class WaldurClient:
             self._flavour = FLAVOUR_2024 if isinstance(root, dict) and SLURM_REMOTE_PREFIX in root else FLAVOUR_8
             log.info("Waldur server flavour: %s", self._flavour)
         return self._flavour
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the server does, in the agent's terms; the flavour string stays inside this package."""
+        return CAPABILITIES[self.flavour]
 
     def server_version(self) -> str:
         data = self._object(self._send(version_retrieve))
@@ -677,12 +691,6 @@ class WaldurClient:
         body = ResourceSetLimitsRequest(limits=ResourceSetLimitsRequestLimits.from_dict(payload))
         self._send(marketplace_provider_resources_set_limits, uuid=resource_uuid, body=body, idempotent=True)
 
-    def set_backend_metadata(self, resource_uuid: str, metadata: Mapping[str, Any]) -> None:
-        body = ResourceBackendMetadataRequest(
-            backend_metadata=ResourceBackendMetadataRequestBackendMetadata.from_dict(dict(metadata))
-        )
-        self._send(marketplace_provider_resources_set_backend_metadata, uuid=resource_uuid, body=body, idempotent=True)
-
     def set_allocation_state(self, resource_uuid: str, state: str, *, tolerate_conflict: bool = False) -> bool:
         """2024 only: drive the SLURM allocation (creating, updating, ok, erred, ...). No-op (False) on 8.x.
 
@@ -749,33 +757,6 @@ class WaldurClient:
         if states is not None and self.flavour == FLAVOUR_8:
             filters["state"] = [OfferingUserState(s) for s in states]
         return [OfferingUser.from_json(d) for d in self._list_all(marketplace_offering_users_list, **filters)]
-
-    def set_offering_user_username(self, offering_user_uuid: str, username: str) -> OfferingUser:
-        """PATCH the cluster login; on 8.x this also moves a Creating/Error creating user to OK."""
-        resp = self._send(
-            marketplace_offering_users_partial_update,
-            uuid=offering_user_uuid,
-            body=PatchedOfferingUserRequest(username=username),
-            idempotent=True,
-        )
-        return OfferingUser.from_json(self._object(resp))
-
-    def create_offering_user(self, user_uuid: str, username: str) -> OfferingUser:
-        """For users Waldur did not create itself; 400 if the (offering, user) pair already exists."""
-        body = OfferingUserRequest(offering_uuid=UUID(self.offering_uuid), user_uuid=UUID(user_uuid), username=username)
-        resp = self._send(marketplace_offering_users_create, body=body)
-        return OfferingUser.from_json(self._object(resp))
-
-    def offering_user_action(self, offering_user_uuid: str, action: str, comment: str = "") -> bool:
-        """8.x state actions (begin_creating, set_ok, set_error_creating, ...); False (nothing sent) on 2024."""
-        if self.flavour != FLAVOUR_8:
-            return False
-        module = importlib.import_module(f"waldur_api_client.api.marketplace_offering_users.marketplace_offering_users_{action}")
-        kwargs: dict[str, Any] = {"uuid": offering_user_uuid}
-        if "body" in inspect.signature(module._get_kwargs).parameters:
-            kwargs["body"] = OfferingUserStateTransitionRequest(comment=comment) if comment else OfferingUserStateTransitionRequest()
-        self._send(module, **kwargs)
-        return True
 
     # ------------------------------------------------------------------ usage
     def list_component_usages(self, billing_period: dt.date, resource_uuid: str | None = None) -> list[ComponentUsage]:
@@ -851,15 +832,6 @@ class WaldurClient:
             return False
         self._slurm_remote(resource_uuid, "delete_association", {"username": username}, idempotent=True)
         return True
-
-    def list_associations(self, resource_uuid: str, allocation_uuid: str | None = None) -> list[str]:
-        """Usernames associated with the resource's allocation (2024); [] on 8.x without a request."""
-        if self.flavour != FLAVOUR_2024:
-            return []
-        alloc = allocation_uuid or self.get_resource(resource_uuid).allocation_uuid
-        if alloc is None:
-            return []
-        return [str(d.get("username", "")) for d in _association_pages(self, {"allocation_uuid": alloc})]
 
     def list_offering_associations(
         self, allocation_uuids: Iterable[str], *, workers: int = 1
