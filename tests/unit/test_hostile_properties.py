@@ -23,7 +23,7 @@ from waldur_slurm.domain.naming import NamingError, NamingRules
 from waldur_slurm.pull.limits import validate_limits
 from waldur_slurm.pull.model import OrderInvalid
 from waldur_slurm.pull.plan import plan_orders
-from waldur_slurm.slurm.cli.client import parse_jobs, parse_state
+from waldur_slurm.slurm.cli.parsing import parse_jobs, parse_state
 from waldur_slurm.slurm.ops import validate_account
 from waldur_slurm.slurm.cli.parsing import SlurmParseError, parse_elapsed, parse_elapsed_raw, parse_limits, parse_tres
 from waldur_slurm.push.usage import (

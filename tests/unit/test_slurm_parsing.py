@@ -13,7 +13,10 @@ from decimal import Decimal
 
 import pytest
 
-from waldur_slurm.slurm.cli.client import SlurmClient, _chunk_names, _section_error, parse_jobs, parse_state
+from waldur_slurm.slurm.cli.client import SlurmClient
+from waldur_slurm.slurm.cli.output import section_error as _section_error
+from waldur_slurm.slurm.cli.parsing import parse_jobs, parse_state
+from waldur_slurm.slurm.cli.render import chunk_names as _chunk_names
 from waldur_slurm.slurm.cli.executor import NativeExecutor
 from waldur_slurm.slurm.errors import (
     ActiveJobsError,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from waldur_slurm.slurm.cli.client import removal_lines, track_defaults
+from waldur_slurm.slurm.cli.render import removal_lines, track_defaults
 from waldur_slurm.slurm.ops import AddUsers, RemoveAccounts, RemoveUsers, SetDefaultAccount
 
 

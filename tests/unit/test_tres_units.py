@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from waldur_slurm.slurm.cli.client import parse_jobs, parse_state
+from waldur_slurm.slurm.cli.parsing import parse_jobs, parse_state
 from waldur_slurm.slurm.cli.parsing import SlurmParseError, parse_limits, parse_tres
 from waldur_slurm.push.usage import aggregate
 

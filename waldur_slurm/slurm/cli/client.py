@@ -1,61 +1,8 @@
-"""Typed SLURM client: constant-cost reads and batched writes over an `Executor`.
+"""``SlurmClient``: the command-line SLURM backend (``SlurmBackend``) over a native or docker-exec ``Executor``.
 
-Reads (one process each, whatever the number of accounts):
-- `read_state()`: ONE `sacctmgr` process fed two list commands on stdin:
-  `list account withassoc ... format=account,parentname,user,grptresmins,cluster,
-  organization,description` (accounts with description/organization AND their
-  associations: parent, users, GrpTRESMins) plus `list user format=user,defaultaccount`
-  (users' default accounts; `list account withassoc` leaves DefaultAccount empty).
-  Measured: 0.40 s for the pair in one process, the same as two processes natively,
-  but one docker exec instead of two.
-- `read_usage(accounts, start, end, duplicates)`: ONE `sacct` for all accounts (split
-  only when `--accounts=` would exceed ~100 KB; Linux caps one argument at 128 KiB;
-  3,000 names of 30 chars = 93 KB ran in 0.07 s, the same as no filter).
-
-Writes (`apply(ops)`): consecutive sacctmgr ops share ONE `sacctmgr -i` process fed on
-stdin, its stdout+stderr merged (`sh -c 'exec "$@" 2>&1'`) so that each error lands after
-the `sacctmgr: <command>` echo of the command that caused it. scancel, mkhomedir_helper
-and `load` run as their own processes. Ops run in the given order.
-
-Many accounts with a DIFFERENT description each (e.g. the Waldur resource UUID, so a
-crashed run can recognise its own accounts): use `AddAccountsDescribed`, which runs
-`sacctmgr -i load file=/dev/stdin` with a flat file: ONE transaction. Measured on the
-local cluster (22.05.8): 100 accounts with distinct descriptions in 0.9 s, against
-52.9 s for a stdin batch of 100 `add account` lines (one commit each, ~0.5 s). A bad
-line makes the whole load commit nothing. `load` also updates existing accounts
-(description, organization, limits, and the PARENT: an existing account is moved). Moving
-an account corrupts slurmdbd 22.05's association tree (lft/rgt; seen here: afterwards
-removals delete wrong ranges and `list account withassoc` segfaults slurmdbd), so
-`apply` refuses a load that would move an account (`AccountMoveRefused`). The check
-uses the parents seen by this client's last `read_state()` (no extra process) when it is
-younger than `state_max_age`, else one `list association` read.
-
-Concurrent writers corrupt slurmdbd 22.05's association tree: a `load` (one long
-transaction) running while another process adds accounts left children outside their
-parent's lft/rgt range (reproduced on the local cluster; afterwards `list account
-withassoc` segfaults slurmdbd). So every WRITE process of this client holds an exclusive
-flock on `write_lock` (default `/run/lock/waldur-slurm-agent.sacctmgr.lock`) shared by all
-agents and tests on the machine; reads take no lock. `write_lock=None` disables it.
-
-Observed sacctmgr quirks handled here:
-- Without `-i` and without a tty sacctmgr spins forever: always `-i`.
-- readline redraws some long stdin lines with cursor-movement codes when it believes the
-  screen is 80 columns wide; `COLUMNS=1000000` avoids that and echoes are matched by
-  order anyway.
-- `remove user where name=u account=a,b` is refused, all or nothing ("You can not remove
-  the default account of a user"), when the accounts include the user's default, while
-  removing the same associations one account per command works. Each command is its own
-  slurmdbd transaction (~0.4 s), so `RemoveUsers` names every account that is no user's
-  default in one command and each default account in its own (`removal_lines`), from the
-  defaults of the last `read_state` as this client's writes changed them; unknown defaults
-  get one command per account, and a refused grouped removal is re-run that way. A user
-  whose default association is removed keeps an EMPTY default account: plan a
-  `SetDefaultAccount` afterwards.
-- `remove account where name=a,b` is refused the same way when one of the accounts is
-  some user's default, while one name per command succeeds. `apply` then re-runs just
-  that op one name per command (one more process, one commit per name).
-- Removing a parent account leaves its child account RECORDS behind without
-  association (orphans, invisible in `read_state`): remove the children too.
+Reads cost one process whatever the number of accounts; writes are batched (one ``sacctmgr -i`` stdin
+batch, one ``sacctmgr load`` transaction for new accounts) under a machine-wide write lock. The measured
+facts and the sacctmgr 22.05 quirks this handles are in docs/architecture.md ("The SLURM CLI backend").
 """
 
 from __future__ import annotations
@@ -63,48 +10,41 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import re
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from ..errors import (
-    ACTIVE_JOBS_MARKER,
     AccountMoveRefused,
-    ActiveJobsError,
     CommandNotFound,
     InvalidValue,
     SlurmCommandError,
-    SlurmError,
     SlurmTimeout,
     SlurmUnavailable,
     is_transient_output,
 )
-from ..model import JobRecord, OpResult, SlurmAccount, SlurmState
+from ..model import JobRecord, OpResult, SlurmState
 from . import render
+from .output import DefaultAccountInUse, first_error_line, section_error
+from .render import MAX_ACCOUNTS_ARG, chunk_names, load_parents, removal_lines, track_defaults
 from .executor import CommandResult, Executor
 from ..ops import (
     AddAccounts,
     AddAccountsDescribed,
-    AddUsers,
     CancelJobs,
     CreateHomedirs,
     MoveAccounts,
     Op,
     RemoveAccounts,
     RemoveUsers,
-    SetDefaultAccount,
     validate_account,
 )
 from .parsing import (
+    parse_jobs,
+    parse_state,
     echoed_count,
     is_already,
-    SlurmParseError,
-    parse_limits,
-    parse_sacct_time,
-    parse_elapsed_raw,
-    parse_tres,
     parse_version,
     split_batch_output,
     split_rows,
@@ -114,8 +54,6 @@ log = logging.getLogger(__name__)
 
 # Merge stderr into stdout inside the executed process so the order is preserved.
 MERGE_STDERR = ["sh", "-c", 'exec "$@" 2>&1', "sh"]
-# Linux refuses a single argv string above 128 KiB (MAX_ARG_STRLEN).
-MAX_ACCOUNTS_ARG = 100_000
 SACCT_FORMAT = "JobID,Account,User,State,ElapsedRaw,ReqTRES,AllocTRES,Start,End"
 DEFAULT_WRITE_LOCK = "/run/lock/waldur-slurm-agent.sacctmgr.lock"
 STATE_ACCOUNT_FORMAT = "account,parentname,user,grptresmins,cluster,organization,description"
@@ -124,40 +62,6 @@ STATE_ACCOUNT_FORMAT = "account,parentname,user,grptresmins,cluster,organization
 # its users' rows): that was most of the dump's time at N=1,000 (measured in bench/; see docs/benchmarks.md).
 # The fields read here (parent, users, GrpTRESMins, which is never inherited) are the same either way.
 WITHOUT_PARENT_LIMITS = "WOPLimits"
-
-_SUCCESS_MARKERS = (
-    " Adding Account(s)",
-    " Adding User(s)",
-    " Associations =",
-    " Modified account associations",
-    " Modified accounts",
-    " Modified users",
-    " Modified user associations",
-    " Deleting accounts",
-    " Deleting account associations",
-    " Deleting user associations",
-    " Deleting users",
-)
-_FAILURE_MARKERS = (
-    "error:",
-    "fatal:",
-    " Error with request",
-    " Problem ",
-    " doesn't exist",
-    " No associations created",
-    " No associations or wckeys created",
-    " Unknown option",
-    " Changes Discarded",
-    " Access/permission denied",
-    " Invalid",
-    " Contact your admin",
-)
-DEFAULT_ACCOUNT_MARKER = "You can not remove the default account of a user"
-
-
-class DefaultAccountInUse(SlurmCommandError):
-    """sacctmgr refused to remove a user's default-account association."""
-
 
 class SlurmClient:
     def __init__(
@@ -233,7 +137,7 @@ class SlurmClient:
             return result
         text = result.stderr + result.stdout
         if is_transient_output(text):
-            raise SlurmUnavailable(_first_error_line(text) or "SLURM unreachable", argv=argv, stderr=result.stderr)
+            raise SlurmUnavailable(first_error_line(text) or "SLURM unreachable", argv=argv, stderr=result.stderr)
         raise SlurmCommandError(argv, result.exit_code, result.stdout, result.stderr)
 
     def _sacctmgr_read(self, commands: list[str]) -> list[str]:
@@ -322,7 +226,7 @@ class SlurmClient:
         if end <= start:
             raise InvalidValue("end", end, f"must be after start {start}")
         records: list[JobRecord] = []
-        for chunk in _chunk_names(names, MAX_ACCOUNTS_ARG):
+        for chunk in chunk_names(names, MAX_ACCOUNTS_ARG):
             argv = [
                 "sacct",
                 "--parsable2",
@@ -446,11 +350,11 @@ class SlurmClient:
         if is_transient_output(preamble):
             # sacctmgr could not reach slurmdbd at start-up; it still echoes the commands
             # but runs none of them
-            raise SlurmUnavailable(_first_error_line(preamble), argv=argv, stderr=preamble)
+            raise SlurmUnavailable(first_error_line(preamble), argv=argv, stderr=preamble)
         if reached == 0:
             text = preamble or result.stdout
             if is_transient_output(text):
-                raise SlurmUnavailable(_first_error_line(text) or "slurmdbd unreachable", argv=argv, stderr=text)
+                raise SlurmUnavailable(first_error_line(text) or "slurmdbd unreachable", argv=argv, stderr=text)
             raise SlurmCommandError(argv, result.exit_code, result.stdout, result.stderr, "sacctmgr ran no command")
         results: list[OpResult] = []
         pos = 0
@@ -486,7 +390,7 @@ class SlurmClient:
         all_already = True
         text = "\n".join(f"sacctmgr: {c}\n{o}" for c, o in zip(commands, outputs))
         for command, output in zip(commands, outputs):
-            error = _section_error(command, output, exit_code)
+            error = section_error(command, output, exit_code)
             if error is not None:
                 return OpResult(op, False, error=error, output=text)
             if not is_already(output):
@@ -499,7 +403,7 @@ class SlurmClient:
             return {n: self._parents[n] for n in names if n in self._parents}
         found: dict[str, str] = {}
         cluster_opt = [f"cluster={self.cluster}"] if self.cluster else []
-        for chunk in _chunk_names(sorted(names), MAX_ACCOUNTS_ARG):
+        for chunk in chunk_names(sorted(names), MAX_ACCOUNTS_ARG):
             argv = [
                 "sacctmgr", "-i", "--noheader", "--parsable2", "list", "association", WITHOUT_PARENT_LIMITS,
                 "where", f"account={','.join(chunk)}", *cluster_opt, "format=account,parentname,user",
@@ -543,9 +447,9 @@ class SlurmClient:
         result = self._write(argv, stdin=data, timeout=self._batch_timeout(1 + lines // 50))
         out = result.stdout
         if is_transient_output(out):
-            raise SlurmUnavailable(_first_error_line(out) or "slurmdbd unreachable", argv=argv, stderr=out)
+            raise SlurmUnavailable(first_error_line(out) or "slurmdbd unreachable", argv=argv, stderr=out)
         if any(m in out for m in ("Problem with", "error:", "fatal:", "You need to add")):
-            return OpResult(op, False, error=SlurmCommandError(argv, result.exit_code, out, "", _first_error_line(out)), output=out)
+            return OpResult(op, False, error=SlurmCommandError(argv, result.exit_code, out, "", first_error_line(out)), output=out)
         if is_already(out):  # printed with rc 0 when the file matches the DB
             return OpResult(op, True, already=True, output=out)
         if result.exit_code == 0:
@@ -558,7 +462,7 @@ class SlurmClient:
         if result.exit_code == 0 and not text.strip():
             return OpResult(op, True, output=text)
         if is_transient_output(text):
-            return OpResult(op, False, error=SlurmUnavailable(_first_error_line(text), argv=argv, stderr=result.stderr), output=text)
+            return OpResult(op, False, error=SlurmUnavailable(first_error_line(text), argv=argv, stderr=result.stderr), output=text)
         if result.exit_code == 0:
             return OpResult(op, True, output=text)
         return OpResult(op, False, error=SlurmCommandError(argv, result.exit_code, result.stdout, result.stderr), output=text)
@@ -575,166 +479,8 @@ class SlurmClient:
 
 
 # ------------------------------------------------------------------ pure helpers
-def parse_state(accounts_out: str, users_out: str, *, cluster: str | None = None) -> SlurmState:
-    """Build a SlurmState from `list account withassoc format=STATE_ACCOUNT_FORMAT` and
-    `list user format=user,defaultaccount` parsable output (pure)."""
-    info: dict[str, dict[str, object]] = {}
-    for name, parent, user, grptresmins, row_cluster, org, desc in split_rows(accounts_out, 7, free_text_col=6):
-        if not row_cluster or (cluster and row_cluster != cluster) or name == "root":
-            continue  # orphan record, another cluster, or the root
-        entry = info.setdefault(
-            name, {"parent": "", "description": desc, "organization": org, "limits": {}, "users": set()}
-        )
-        if user:
-            entry["users"].add(user)  # type: ignore[union-attr]
-        else:
-            entry["parent"] = parent
-            try:
-                entry["limits"] = parse_limits(grptresmins)
-            except SlurmParseError as exc:
-                entry["limits_problem"] = f"GrpTRESMins of account {name}: {exc}"
-    accounts = {
-        name: SlurmAccount(
-            name=name,
-            parent=str(e["parent"]),
-            description=str(e["description"]),
-            organization=str(e["organization"]),
-            limits=dict(e["limits"]),  # type: ignore[arg-type]
-            users=frozenset(e["users"]),  # type: ignore[arg-type]
-            limits_problem=e.get("limits_problem"),  # type: ignore[arg-type]
-        )
-        for name, e in sorted(info.items())
-    }
-    defaults = {user: default for user, default in split_rows(users_out, 2)}
-    return SlurmState(accounts=accounts, default_account=defaults)
-
-
-def parse_jobs(text: str) -> list[JobRecord]:
-    """Parse sacct output in SACCT_FORMAT (pure)."""
-    records = []
-    for job_id, account, user, state, elapsed_raw, req, alloc, start, end in split_rows(text, 9):
-        state = state.split(" ")[0]  # "CANCELLED by 0" -> "CANCELLED"
-        try:
-            record = JobRecord(
-                job_id=job_id,
-                account=account,
-                user=user,
-                state=state,
-                elapsed_seconds=parse_elapsed_raw(elapsed_raw),
-                req_tres=parse_tres(req),
-                alloc_tres=parse_tres(alloc),
-                start=_utc(parse_sacct_time(start)),
-                end=_utc(parse_sacct_time(end)),
-            )
-        except SlurmParseError as exc:
-            # one record SLURM printed oddly is not billed (and said so); the others are
-            record = JobRecord(job_id, account, user, state, 0, {}, {}, None, None, problem=str(exc))
-        records.append(record)
-    return records
-
-
-_LOAD_PARENT = re.compile(r"^Parent - '([^']*)'")
-_LOAD_ACCOUNT = re.compile(r"^Account - '([^']*)'")
-
-
-def load_parents(load_file: str) -> dict[str, str]:
-    """account -> parent as a sacctmgr load file places it (pure)."""
-    parent = "root"
-    placed: dict[str, str] = {}
-    for line in load_file.splitlines():
-        if m := _LOAD_PARENT.match(line):
-            parent = m.group(1)
-        elif m := _LOAD_ACCOUNT.match(line):
-            placed[m.group(1)] = parent
-    return placed
-
-
-def _utc(dt: datetime | None) -> datetime | None:
-    """A time sacct printed (it runs with TZ=UTC, see executor.COMMAND_ENV)."""
-    return dt.replace(tzinfo=timezone.utc) if dt is not None else None
-
-
 def _sacct_time(dt: datetime) -> str:
     # astimezone() on a naive datetime takes it as the agent's local time
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def removal_lines(op: RemoveUsers, defaults: Mapping[str, str | None] | None, where_cluster: str = "") -> list[str]:
-    """The ``remove user`` commands of one op (pure).
-
-    slurmdbd 22.05 refuses, all or nothing, a removal whose accounts include a user's DefaultAccount, and
-    takes the same removal one account per command. Each command is its own transaction (0.39 s each
-    measured: 100 removals took 39.4 s one per command, 1.1 s as one command). So the accounts that are no
-    user's default go in one command (split only at the command-line limit) and each default account in
-    its own; when the defaults are not known (``None``), one command per account.
-    """
-    users = ",".join(op.users)
-    if defaults is None or any(u in defaults and defaults[u] is None for u in op.users):
-        return [f"remove user where name={users} account={a}{where_cluster}" for a in op.accounts]
-    own = {defaults.get(u) for u in op.users}
-    shared = [a for a in op.accounts if a not in own]
-    lines = [f"remove user where name={users} account={','.join(chunk)}{where_cluster}"
-             for chunk in _chunk_names(shared, MAX_ACCOUNTS_ARG) if chunk]
-    lines += [f"remove user where name={users} account={a}{where_cluster}" for a in op.accounts if a in own]
-    return lines
-
-
-def track_defaults(defaults: dict[str, str | None], op: Op) -> None:
-    """Update user -> DefaultAccount for an applied op (None: unknown). A user added without an explicit
-    default gets one from SLURM only when it had none: which one is not known here."""
-    if isinstance(op, SetDefaultAccount):
-        for user in op.users:
-            defaults[user] = op.account
-    elif isinstance(op, AddUsers):
-        for user in op.users:
-            if op.default_account:
-                defaults[user] = op.default_account
-            elif not defaults.get(user):
-                defaults[user] = None
-    elif isinstance(op, RemoveUsers):
-        for user in op.users:
-            if defaults.get(user) in op.accounts:
-                defaults[user] = ""  # SLURM leaves an empty default (module docstring)
-    elif isinstance(op, RemoveAccounts):
-        for user, account in list(defaults.items()):
-            if account in op.names:
-                defaults[user] = ""
-
-
-def _chunk_names(names: list[str], limit: int) -> list[list[str]]:
-    chunks: list[list[str]] = [[]]
-    size = 0
-    for name in names:
-        if chunks[-1] and size + len(name) + 1 > limit:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(name)
-        size += len(name) + 1
-    return chunks
-
-
-def _section_error(command: str, output: str, exit_code: int) -> SlurmError | None:
-    argv = ["sacctmgr", "-i", command]
-    if ACTIVE_JOBS_MARKER in output:
-        return ActiveJobsError(argv, exit_code, output, "", "Job(s) active, cancel job(s) before remove")
-    if DEFAULT_ACCOUNT_MARKER in output:
-        return DefaultAccountInUse(argv, exit_code, output, "", DEFAULT_ACCOUNT_MARKER)
-    if is_transient_output(output):
-        return SlurmUnavailable(_first_error_line(output) or "slurmdbd unreachable", argv=argv, stderr=output)
-    if not output.strip():
-        # Every add/modify/remove answers with at least a line ("Nothing deleted", ...): silence means slurmdbd
-        # went away while this command ran (seen when slurmdbd is killed mid-batch), not a refusal.
-        return SlurmUnavailable("sacctmgr printed nothing for this command (slurmdbd lost?)", argv=argv)
-    if any(m in output for m in _FAILURE_MARKERS):
-        return SlurmCommandError(argv, exit_code, output, "", _first_error_line(output))
-    if is_already(output) or any(m in output for m in _SUCCESS_MARKERS):
-        return None
-    return SlurmCommandError(argv, exit_code, output, "", f"unrecognised sacctmgr output: {output.strip()[:200]!r}")
-
-
-def _first_error_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for line in lines:
-        if "error" in line.lower() or "problem" in line.lower() or "fatal" in line.lower():
-            return line
-    return lines[0] if lines else ""

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
 from ..errors import SlurmError
+from ..model import JobRecord, SlurmAccount, SlurmState
 
 
 class SlurmParseError(SlurmError, ValueError):
@@ -240,3 +241,66 @@ def to_decimal(text: str) -> Decimal:
         return Decimal(text)
     except InvalidOperation:
         raise SlurmParseError(f"not a number: {text!r}") from None
+
+
+def parse_jobs(text: str) -> list[JobRecord]:
+    """Parse sacct output in SACCT_FORMAT (pure)."""
+    records = []
+    for job_id, account, user, state, elapsed_raw, req, alloc, start, end in split_rows(text, 9):
+        state = state.split(" ")[0]  # "CANCELLED by 0" -> "CANCELLED"
+        try:
+            record = JobRecord(
+                job_id=job_id,
+                account=account,
+                user=user,
+                state=state,
+                elapsed_seconds=parse_elapsed_raw(elapsed_raw),
+                req_tres=parse_tres(req),
+                alloc_tres=parse_tres(alloc),
+                start=_utc(parse_sacct_time(start)),
+                end=_utc(parse_sacct_time(end)),
+            )
+        except SlurmParseError as exc:
+            # one record SLURM printed oddly is not billed (and said so); the others are
+            record = JobRecord(job_id, account, user, state, 0, {}, {}, None, None, problem=str(exc))
+        records.append(record)
+    return records
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    """A time sacct printed (it runs with TZ=UTC, see executor.COMMAND_ENV)."""
+    return dt.replace(tzinfo=timezone.utc) if dt is not None else None
+
+
+def parse_state(accounts_out: str, users_out: str, *, cluster: str | None = None) -> SlurmState:
+    """Build a SlurmState from `list account withassoc format=STATE_ACCOUNT_FORMAT` and
+    `list user format=user,defaultaccount` parsable output (pure)."""
+    info: dict[str, dict[str, object]] = {}
+    for name, parent, user, grptresmins, row_cluster, org, desc in split_rows(accounts_out, 7, free_text_col=6):
+        if not row_cluster or (cluster and row_cluster != cluster) or name == "root":
+            continue  # orphan record, another cluster, or the root
+        entry = info.setdefault(
+            name, {"parent": "", "description": desc, "organization": org, "limits": {}, "users": set()}
+        )
+        if user:
+            entry["users"].add(user)  # type: ignore[union-attr]
+        else:
+            entry["parent"] = parent
+            try:
+                entry["limits"] = parse_limits(grptresmins)
+            except SlurmParseError as exc:
+                entry["limits_problem"] = f"GrpTRESMins of account {name}: {exc}"
+    accounts = {
+        name: SlurmAccount(
+            name=name,
+            parent=str(e["parent"]),
+            description=str(e["description"]),
+            organization=str(e["organization"]),
+            limits=dict(e["limits"]),  # type: ignore[arg-type]
+            users=frozenset(e["users"]),  # type: ignore[arg-type]
+            limits_problem=e.get("limits_problem"),  # type: ignore[arg-type]
+        )
+        for name, e in sorted(info.items())
+    }
+    defaults = {user: default for user, default in split_rows(users_out, 2)}
+    return SlurmState(accounts=accounts, default_account=defaults)
