@@ -250,6 +250,10 @@ def test_heartbeat_file_and_probe(tmp_path):
     fresh = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=30)
     assert fresh.returncode == 0, fresh.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hb"]  # no temporary file left behind
+    # the 1.0 healthcheck's module path still answers the same way
+    old = [sys.executable, "-m", "waldur_slurm.observability", *probe[3:]]
+    fresh_old = subprocess.run(old, env=env, capture_output=True, text=True, timeout=30)
+    assert fresh_old.returncode == 0 and fresh_old.stdout.startswith("healthy: last successful cycle"), fresh_old.stdout
 
 
 def get(url: str) -> tuple[int, str]:
