@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from waldur_slurm.domain.components import Component, ComponentsError, load_components
 from waldur_slurm.domain import naming
+from waldur_slurm.domain.urls import host_root
 from waldur_slurm.domain.naming import MAX_ACCOUNT_LEN as MAX_ACCOUNT_NAME_LEN
 from waldur_slurm.domain.urls import mask_url
 
@@ -246,12 +247,6 @@ class _Reader:
         return number
 
 
-def _api_root(url: str) -> str:
-    """'https://host/api/' and 'https://host' both name the same API; keep the host root."""
-    root = url.rstrip("/")
-    return root.removesuffix("/api")
-
-
 def load_settings(environ: Mapping[str, str], *, need_direction: bool = False) -> Settings:
     """Validate every variable; raise ConfigError listing all problems on one line."""
     r = _Reader(environ)
@@ -367,7 +362,7 @@ def load_settings(environ: Mapping[str, str], *, need_direction: bool = False) -
             r.errors.append("SENTRY_DSN is invalid: expected an http(s) DSN URL")  # never echo the DSN
 
     settings_kwargs: dict[str, Any] = dict(
-        waldur_api_url=_api_root(url),
+        waldur_api_url=host_root(url),
         waldur_api_token=token,
         offering_uuid=offering_hex,
         sync_direction=direction,

@@ -29,6 +29,11 @@ _TRES_KEY = re.compile(
 CENT = Decimal("0.01")
 
 
+def to_cents(value: Decimal) -> Decimal:
+    """Waldur keeps usage to 2 decimal places; every amount sent is rounded here, half up."""
+    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
 class ComponentsError(ValueError):
     """The components file cannot be used; the message names the file, the key and the problem."""
 
@@ -55,7 +60,7 @@ class Component:
     def to_waldur(self, minutes: Decimal | int, field: str | None = None) -> Decimal:
         """SLURM TRES-minutes -> Waldur units, to the 2 decimal places Waldur stores (BadValue when unbounded)."""
         value = to_decimal(minutes, field or self.key)
-        return (value / self.unit_factor).quantize(CENT, rounding=ROUND_HALF_UP)
+        return to_cents(value / self.unit_factor)
 
     @property
     def slurm_limit(self) -> int | None:

@@ -32,3 +32,16 @@ def mask_url(url: str | None) -> str:
     userinfo, _, host = parts.netloc.rpartition("@")
     user = userinfo.split(":", 1)[0]
     return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
+
+
+def host_root(api_url: str) -> str:
+    """``https://h/api/`` -> ``https://h``: the SDK's paths already start with ``/api/``.
+
+    ``removesuffix``, never ``rstrip("/api")``, which strips characters and mangles hosts ending in a/p/i.
+    """
+    url = api_url.strip()
+    if url.endswith("/api/"):
+        url = url.removesuffix("/api/")
+    elif url.endswith("/api"):
+        url = url.removesuffix("/api")
+    return url.removesuffix("/")

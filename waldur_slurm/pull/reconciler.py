@@ -26,7 +26,7 @@ import logging
 import traceback as tb
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from waldur_slurm.daemon.cycle import CycleReport
 from waldur_slurm.domain import naming
@@ -62,6 +62,12 @@ from waldur_slurm.waldur.errors import (
 )
 from waldur_slurm.waldur.models import OfferingUser, Order, Resource, TeamMember
 
+if TYPE_CHECKING:
+    from waldur_slurm.config import Settings
+    from waldur_slurm.waldur.client import WaldurClient
+
+log = logging.getLogger("waldur_slurm.pull.reconciler")
+
 ORDER_STATES = ("pending-provider", "executing")
 # Resources whose backend_id may matter: everything but Terminated.
 RESOURCE_STATES = ("Creating", "OK", "Erred", "Updating", "Terminating")
@@ -72,17 +78,15 @@ class PullReconciler:
 
     def __init__(
         self,
-        settings: Any,
-        waldur: Any,
+        settings: Settings,
+        waldur: WaldurClient,
         slurm: SlurmBackend,
         *,
-        log: logging.Logger | None = None,
         out: Callable[[str], None] = print,
     ) -> None:
         self.settings = settings
         self.waldur = waldur
         self.slurm = slurm
-        self.log = log or logging.getLogger("waldur_slurm.pull.reconciler")
         self.out = out
         self.stuck = StuckOrders(settings.order_max_failed_cycles)
         state_dir = getattr(settings, "state_dir", None)
@@ -211,7 +215,7 @@ class PullReconciler:
                     continue
                 outcome.defer(order.uuid, f"team not read: {team}")
                 if not isinstance(team, WaldurTransientError):
-                    self.log.warning("order %s: cannot read the team of %s: %s", order.uuid, order.resource_uuid, team)
+                    log.warning("order %s: cannot read the team of %s: %s", order.uuid, order.resource_uuid, team)
         return resources, teams, offering_users
 
     def _pre_work(self, p: OrderPlan, outcome: Outcomes, refreshed: dict[str, Order]) -> None:
@@ -219,10 +223,10 @@ class PullReconciler:
         order = p.order
         uuid = order.uuid
         for note in p.notes:
-            self.log.info("order %s: %s", uuid, note)
+            log.info("order %s: %s", uuid, note)
         try:
             if p.reject is not None:
-                self.log.warning("order %s (%s): rejected: %s", uuid, order.type, p.reject)
+                log.warning("order %s (%s): rejected: %s", uuid, order.type, p.reject)
                 self.waldur.reject_order(uuid, p.reject)
                 outcome.done(uuid)
             elif p.erred is not None:
@@ -230,40 +234,40 @@ class PullReconciler:
             elif p.skip is not None:
                 if p.failed:
                     outcome.fail(uuid, p.skip)
-                    self.log.error("order %s: %s", uuid, p.skip)
+                    log.error("order %s: %s", uuid, p.skip)
                 else:
                     outcome.skip(uuid)
-                    self.log.info("order %s: skipped: %s", uuid, p.skip)
+                    log.info("order %s: skipped: %s", uuid, p.skip)
             elif p.approve:
                 refreshed[uuid] = self.waldur.approve_order(uuid)
-                self.log.info("order %s (%s): approved", uuid, order.type)
+                log.info("order %s (%s): approved", uuid, order.type)
         except WaldurAuthError:
             raise
         except WaldurTransientError as exc:
             self._order_step_failed(order, "approve" if p.approve else "reject", exc, outcome)
         except WaldurError as exc:
             outcome.fail(uuid, f"Waldur refused: {exc}")
-            self.log.error("order %s: Waldur refused: %s", uuid, exc)
+            log.error("order %s: Waldur refused: %s", uuid, exc)
 
     def _err(self, order: Order, message: str, outcome: Outcomes, cause: BaseException | None = None) -> None:
         """Mark an executing order erred (the facade checks it is executing right now)."""
         text = f"{order.type} failed: {message}"
         trace = "".join(tb.format_exception(cause)) if cause is not None else ""
-        self.log.error("order %s (resource %s): %s", order.uuid, order.resource_uuid, text)
+        log.error("order %s (resource %s): %s", order.uuid, order.resource_uuid, text)
         outcome.fail(order.uuid, message)
         try:
             self.waldur.mark_order_erred(order.uuid, text, trace)
         except WaldurAuthError:
             raise
         except WaldurError as exc:
-            self.log.warning("order %s: could not be marked erred (%s); tried again next cycle", order.uuid, exc)
+            log.warning("order %s: could not be marked erred (%s); tried again next cycle", order.uuid, exc)
 
     def _held(self, order: Order, report: CycleReport) -> bool:
         """An order given up earlier and unchanged since: one line for the operator, no request for it."""
         f = self.stuck.held(order.uuid, order.modified)
         if f is None:
             return False
-        self.log.error(
+        log.error(
             "order %s (%s of resource %s) is given up: %s failed in %d pull cycles in a row (%s); it could not be "
             "marked erred and is not tried again until it changes in Waldur or the agent restarts",
             order.uuid, order.type, order.resource_uuid, f.step, f.cycles, f.error,
@@ -275,11 +279,11 @@ class PullReconciler:
         step has now failed with a server error ``order_max_failed_cycles`` times in a row."""
         outcome.defer(order.uuid, f"Waldur: {exc}")
         if not counts_as_stuck(exc):
-            self.log.warning("order %s: %s: %s; next cycle", order.uuid, step, exc)
+            log.warning("order %s: %s: %s; next cycle", order.uuid, step, exc)
             return
         f = self.stuck.record(order.uuid, order.modified, step, str(exc))
         if not self.stuck.reached(f):
-            self.log.warning("order %s: %s failed (%s); next cycle (%d of %d before the order is given up)",
+            log.warning("order %s: %s failed (%s); next cycle (%d of %d before the order is given up)",
                              order.uuid, step, exc, f.cycles, self.stuck.limit)
             return
         message = f"{step} failed in {f.cycles} pull cycles in a row with a server error: {exc}"
@@ -294,11 +298,11 @@ class PullReconciler:
             # The SLURM side stays as it is: the consumer and the operator see the error in Waldur.
             outcome.fail(order.uuid, message)
             self.stuck.succeeded(order.uuid)
-            self.log.error("order %s (%s of resource %s) given up and marked erred: %s",
+            log.error("order %s (%s of resource %s) given up and marked erred: %s",
                            order.uuid, order.type, order.resource_uuid, message)
             return
         self.stuck.hold(order.uuid)
-        self.log.error("order %s (%s of resource %s) given up: %s; not marked erred (%s)",
+        log.error("order %s (%s of resource %s) given up: %s; not marked erred (%s)",
                        order.uuid, order.type, order.resource_uuid, message, why)
 
     # ------------------------------------------------------------------ SLURM
@@ -333,7 +337,7 @@ class PullReconciler:
             return ok
         # Retry each order alone, against a fresh state, before blaming it: a grouped op fails for all its
         # orders when one of them is bad, and a daemon that died mid-batch looks like a plain failure.
-        self.log.warning("pull: SLURM ops of %d order(s) failed; retrying them one by one", len(suspects))
+        log.warning("pull: SLURM ops of %d order(s) failed; retrying them one by one", len(suspects))
         try:
             state = self.slurm.read_state()
         except SlurmTransientError as exc:
@@ -374,9 +378,9 @@ class PullReconciler:
             error: BaseException = result.error or SlurmError(f"{planned.describe()} failed")
             if isinstance(planned.op, CreateHomedirs):
                 # A missing Linux user or an unwritable home never undoes the accounts.
-                self.log.warning("homedirs: %s", error)
+                log.warning("homedirs: %s", error)
                 continue
-            self.log.warning("SLURM op failed: %s: %s", planned.describe(), error)
+            log.warning("SLURM op failed: %s: %s", planned.describe(), error)
             failures.append((planned, error))
         return failures or None
 
@@ -417,7 +421,7 @@ class PullReconciler:
         except (SlurmError, WaldurError) as exc:
             for p in plans.values():
                 outcome.defer(p.order.uuid, f"final usage not reported yet: {exc}")
-            self.log.warning("pull: final usage of %d terminated account(s) not reported (%s); next cycle", len(plans), exc)
+            log.warning("pull: final usage of %d terminated account(s) not reported (%s); next cycle", len(plans), exc)
             return
         for resource_uuid, error in results.items():
             order = plans[resource_uuid].order
@@ -425,7 +429,7 @@ class PullReconciler:
                 continue
             if retry_later(error):
                 outcome.defer(order.uuid, f"final usage not reported yet: {error}")
-                self.log.warning("order %s: final usage not reported (%s); next cycle", order.uuid, error)
+                log.warning("order %s: final usage not reported (%s); next cycle", order.uuid, error)
             else:
                 self._err(order, f"final usage of {finals[resource_uuid]} not reported: {error}", outcome, error)
 
@@ -458,7 +462,7 @@ class PullReconciler:
             return
         self.stuck.succeeded(order.uuid)
         outcome.done(order.uuid)
-        self.log.info("order %s (%s) done: account %s", order.uuid, order.type, p.account or "-")
+        log.info("order %s (%s) done: account %s", order.uuid, order.type, p.account or "-")
 
     # ------------------------------------------------------------------ membership
     def run_membership(self, dry_run: bool = False) -> CycleReport:
@@ -502,11 +506,11 @@ class PullReconciler:
                 teams[uuid] = team
             else:
                 report.deferred += 1
-                self.log.warning("membership: team of %s not read (%s)", uuid, team)
+                log.warning("membership: team of %s not read (%s)", uuid, team)
         plan = plan_membership(managed, state, config, teams=teams, offering_users=offering_users,
                                added_by_agent=self.ledger.accounts)
         for note in plan.notes:
-            self.log.info("membership: %s", note)
+            log.info("membership: %s", note)
         if dry_run:
             self._print_plan(plan.describe(), report)
             return
@@ -532,14 +536,14 @@ class PullReconciler:
             except WaldurAuthError:
                 raise
             except WaldurError as exc:
-                self.log.warning("membership: associations of %s not recorded in Waldur (%s)", uuid, exc)
+                log.warning("membership: associations of %s not recorded in Waldur (%s)", uuid, exc)
         changed = set(plan.added) | set(plan.removed) | set(plan.moved)
         report.done = len(changed - failed - deferred)
         report.failed = len(failed & changed)
         for uuid, users in plan.added.items():
-            self.log.info("membership: resource %s: added %s", uuid, ", ".join(users))
+            log.info("membership: resource %s: added %s", uuid, ", ".join(users))
         for uuid, users in plan.removed.items():
-            self.log.info("membership: resource %s: removed %s", uuid, ", ".join(users))
+            log.info("membership: resource %s: removed %s", uuid, ", ".join(users))
 
 
 __all__ = ["PullReconciler", "ORDER_STATES"]

@@ -19,15 +19,14 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from fractions import Fraction
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from waldur_slurm.domain.components import Component
+from waldur_slurm.domain.components import CENT, Component, to_cents
 from waldur_slurm.domain.values import to_decimal
 
-CENT = Decimal("0.01")
 SECONDS_PER_MINUTE = 60
 
 
@@ -329,7 +328,7 @@ def exact_decimal(value: object, field: str = "value") -> Decimal:
 
 def as_decimal(value: object, field: str = "usage") -> Decimal:
     """A Waldur usage value as a 2-dp Decimal (Waldur stores usage with 2 decimal places); BadValue if unusable."""
-    return exact_decimal(value, field).quantize(CENT, rounding=ROUND_HALF_UP)
+    return to_cents(exact_decimal(value, field))
 
 
 @dataclass(frozen=True)

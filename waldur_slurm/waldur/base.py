@@ -11,7 +11,7 @@ import logging
 import re
 import ssl
 import time
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any, Callable, Self
 from urllib.parse import parse_qs, urlsplit
 
@@ -35,6 +35,8 @@ from .models import (
     norm_uuid,
 )
 from .transport import Transport
+from ..domain.components import to_cents
+from ..domain.urls import host_root
 
 log = logging.getLogger("waldur_slurm.waldur")
 
@@ -67,19 +69,6 @@ USER_USAGE_FIELDS = ("uuid", "component_usage", "username", "usage", "component_
 _APPROVED_STATES = frozenset({"executing", "done", "erred"})
 
 
-def host_root(api_url: str) -> str:
-    """``https://h/api/`` -> ``https://h``: the SDK's paths already start with ``/api/``.
-
-    ``removesuffix``, never ``rstrip("/api")``, which strips characters and mangles hosts ending in a/p/i.
-    """
-    url = api_url.strip()
-    if url.endswith("/api/"):
-        url = url.removesuffix("/api/")
-    elif url.endswith("/api"):
-        url = url.removesuffix("/api")
-    return url.removesuffix("/")
-
-
 def _json_int(text: str) -> int | Decimal:
     return int(text) if len(text) <= 4000 else Decimal(text)
 
@@ -96,7 +85,7 @@ def json_number(value: Any) -> int | float:
 
 def usage_amount(value: Any) -> str:
     """Waldur accepts at most 2 decimal places; the amount goes out as a decimal string."""
-    return str(Decimal(str(value)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+    return str(to_cents(Decimal(str(value))))
 
 
 @dataclass(frozen=True)
