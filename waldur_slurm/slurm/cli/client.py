@@ -164,26 +164,7 @@ class SlurmClient:
         exist and run (one Docker API call, no exec). Whether slurmdbd answers is left to the first cycle that
         reads SLURM: probing it would cost a process per idle cycle.
         """
-        import shutil
-
-        from waldur_slurm.slurm.errors import SlurmError
-
-        executor = self.executor
-        container = getattr(executor, "container_name", None)
-        if container is None:
-            if shutil.which("sacctmgr", path=os.environ.get("PATH")) is None:
-                return "SLURM unreachable: command not found: sacctmgr (not on PATH; install the SLURM client or fix PATH)"
-            return None
-        try:
-            # The executor's own client and error mapping, so the probe and a real exec say the same thing.
-            info = executor._api().inspect_container(container)
-        except SlurmError as exc:
-            return f"SLURM unreachable: {exc}"
-        except Exception as exc:  # noqa: BLE001 - mapped to the executor's error types
-            return f"SLURM unreachable: {executor._map_error(exc)}"
-        if not (info.get("State") or {}).get("Running"):
-            return f"SLURM unreachable: container {container!r} exists but is not running"
-        return None
+        return self.executor.unreachable()
 
     @property
     def process_count(self) -> int:

@@ -25,6 +25,7 @@ from ..errors import (
     ContainerMissing,
     ContainerNotRunning,
     DockerUnavailable,
+    SlurmError,
     SlurmTimeout,
 )
 
@@ -79,6 +80,10 @@ class Executor(Protocol):
 
     def run(self, argv: list[str], *, stdin: str | None = None, timeout: float) -> CommandResult: ...
 
+    def unreachable(self) -> str | None:
+        """Why commands cannot run at all, or None; cheap, spawns no process."""
+        ...
+
 
 class _Counter:
     def __init__(self) -> None:
@@ -111,6 +116,11 @@ class NativeExecutor(_Counter):
     @property
     def kills_with_parent(self) -> bool:
         return bool(self._prefix)
+
+    def unreachable(self) -> str | None:
+        if shutil.which("sacctmgr", path=os.environ.get("PATH")) is None:
+            return "SLURM unreachable: command not found: sacctmgr (not on PATH; install the SLURM client or fix PATH)"
+        return None
 
     def run(self, argv: list[str], *, stdin: str | None = None, timeout: float) -> CommandResult:
         env = child_environment(os.environ, self._extra_env)
@@ -235,6 +245,18 @@ class DockerExecutor(_Counter):
                 self._container_id = None
 
     # -- running ----------------------------------------------------------------
+    def unreachable(self) -> str | None:
+        """The head-node container must exist and run: one Docker API call, no exec."""
+        try:
+            info = self._api().inspect_container(self.container_name)
+        except SlurmError as exc:
+            return f"SLURM unreachable: {exc}"
+        except Exception as exc:  # noqa: BLE001 - mapped to the executor's error types, as a real exec would be
+            return f"SLURM unreachable: {self._map_error(exc)}"
+        if not (info.get("State") or {}).get("Running"):
+            return f"SLURM unreachable: container {self.container_name!r} exists but is not running"
+        return None
+
     def run(self, argv: list[str], *, stdin: str | None = None, timeout: float) -> CommandResult:
         wrapped = ["timeout", "-k", str(KILL_AFTER), f"{timeout:g}", *argv]
         api = self._api()
