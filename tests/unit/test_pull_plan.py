@@ -359,9 +359,9 @@ def test_invalid_pending_order_is_rejected_and_executing_one_erred(field_name: s
     bad_exec = order("Create", "executing", **kwargs)
     plan = plan_orders([bad_pending, good, bad_exec], tree(), CONFIG)
     by = plan.by_uuid()
-    assert by[bad_pending.uuid].outcome == "reject" and fragment in by[bad_pending.uuid].reject
+    assert by[bad_pending.uuid].outcome == "reject" and fragment in by[bad_pending.uuid].reason
     assert not by[bad_pending.uuid].approve
-    assert by[bad_exec.uuid].outcome == "erred" and fragment in by[bad_exec.uuid].erred
+    assert by[bad_exec.uuid].outcome == "erred" and fragment in by[bad_exec.uuid].reason
     assert by[good.uuid].outcome == "work"
     # no op serves the invalid orders
     assert all(op.owners == {good.uuid} for op in plan.ops)
@@ -374,7 +374,7 @@ def test_an_order_failing_midway_leaves_no_intent_behind() -> None:
     st = state(Acc(PROJ_ACC, ROOT, naming.resource_marker(hexid())))
     plan = plan_orders([o], st, CONFIG)
     assert plan.orders[0].outcome == "erred"
-    assert "project account" in plan.orders[0].erred
+    assert plan.orders[0].outcome == "erred" and "project account" in plan.orders[0].reason
     assert plan.ops == []
 
 
@@ -428,9 +428,9 @@ def test_missing_default_account_leaves_pending_orders_pending_and_errs_executin
     st = State({"root": Acc("root", "")})
     plan = plan_orders([pending, executing], st, CONFIG)
     by = plan.by_uuid()
-    assert by[pending.uuid].outcome == "skip" and by[pending.uuid].failed and not by[pending.uuid].approve
-    assert "SLURM_DEFAULT_ACCOUNT" in by[pending.uuid].skip
-    assert by[executing.uuid].outcome == "erred" and "SLURM_DEFAULT_ACCOUNT 'wsa_test_root'" in by[executing.uuid].erred
+    assert by[pending.uuid].outcome == "hold" and not by[pending.uuid].approve
+    assert "SLURM_DEFAULT_ACCOUNT" in by[pending.uuid].reason
+    assert by[executing.uuid].outcome == "erred" and "SLURM_DEFAULT_ACCOUNT 'wsa_test_root'" in by[executing.uuid].reason
 
 
 def test_unknown_type_and_other_states() -> None:
@@ -439,7 +439,7 @@ def test_unknown_type_and_other_states() -> None:
     done = order("Create", "done")
     plan = plan_orders([restore_pending, restore_exec, done], tree(), CONFIG)
     by = plan.by_uuid()
-    assert by[restore_pending.uuid].outcome == "reject" and "'Restore'" in by[restore_pending.uuid].reject
+    assert by[restore_pending.uuid].outcome == "reject" and "'Restore'" in by[restore_pending.uuid].reason
     assert by[restore_exec.uuid].outcome == "skip"
     assert by[done.uuid].outcome == "skip"
 
@@ -578,7 +578,7 @@ def test_update_without_an_account() -> None:
     pending, executing = order("Update", "pending-provider"), order("Update")
     plan = plan_orders([pending, executing], tree(), CONFIG)
     by = plan.by_uuid()
-    assert by[pending.uuid].outcome == "reject" and "has no SLURM account" in by[pending.uuid].reject
+    assert by[pending.uuid].outcome == "reject" and "has no SLURM account" in by[pending.uuid].reason
     assert by[executing.uuid].outcome == "erred"
 
 

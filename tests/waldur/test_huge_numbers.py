@@ -60,5 +60,5 @@ def test_a_5000_digit_limit_fails_only_its_order(orders_server: str) -> None:
     plan = plan_orders([huge, normal], tree(), CONFIG)
     by_uuid = plan.by_uuid()
     assert by_uuid[normal.uuid].works
-    erred = by_uuid[huge.uuid].erred or ""
+    erred = by_uuid[huge.uuid].reason if by_uuid[huge.uuid].outcome == "erred" else ""
     assert erred.startswith("limits.cpu = Decimal('9999") and erred.endswith("... is too large")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Protocol
 
 from waldur_slurm.domain.components import Component
@@ -112,58 +113,52 @@ class Associate:
 WaldurAction = SetBackendId | SetResourceLimits | Associate | CompleteOrder
 
 
+class Decision(Enum):
+    """What the planner decided for one order; every decision but WORK carries a reason."""
+
+    WORK = "work"  # approve if pending, run its SLURM ops, then its Waldur actions
+    DEFER = "defer"  # the SLURM part runs now, the Waldur actions wait (the 2024 allocation does not exist yet)
+    REJECT = "reject"  # a pending order that can never succeed
+    ERRED = "erred"  # an executing order that can never succeed
+    SKIP = "skip"  # not ours to touch (another state, another order of the resource first)
+    HOLD = "hold"  # not approved: the agent's own setup prevents it; counted as failed, the operator must act
+
+
 @dataclass
 class OrderPlan:
-    """What happens to one order this cycle.
-
-    Exactly one outcome: ``reject`` (pending order that can never succeed), ``erred`` (executing order
-    that can never succeed), ``skip`` (not ours to touch), or work: ``approve`` first if pending, the
-    SLURM ops that list this order as an owner, then ``actions`` in order. ``defer`` set on a work plan
-    means the SLURM part runs now but the Waldur actions wait for the next cycle (the 2024 server has
-    not created the allocation yet).
-    """
+    """What happens to one order this cycle: one ``decision`` with its ``reason``, and for work the approval,
+    the account, and the Waldur ``actions`` that follow the SLURM ops listing this order as an owner."""
 
     order: Order
     approve: bool = False
-    reject: str | None = None
-    erred: str | None = None
-    skip: str | None = None
-    defer: str | None = None
+    decision: Decision = Decision.WORK
+    reason: str = ""
     account: str | None = None
     actions: list[WaldurAction] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    failed: bool = False  # a skip caused by a problem the operator must fix (counted as failed)
+
+    def decide(self, decision: Decision, reason: str) -> None:
+        self.decision, self.reason = decision, reason
 
     @property
     def works(self) -> bool:
-        return self.reject is None and self.erred is None and self.skip is None
+        return self.decision in (Decision.WORK, Decision.DEFER)
 
     @property
     def outcome(self) -> str:
-        if self.reject is not None:
-            return "reject"
-        if self.erred is not None:
-            return "erred"
-        if self.skip is not None:
-            return "skip"
-        if self.defer is not None:
-            return "defer"
-        return "work"
+        return self.decision.value
 
     def describe(self) -> list[str]:
         o = self.order
         head = f"order {o.uuid} ({o.type}, {o.state}, resource {o.resource_uuid})"
-        if self.reject is not None:
-            return [f"{head}: reject: {self.reject}"]
-        if self.erred is not None:
-            return [f"{head}: mark erred: {self.erred}"]
-        if self.skip is not None:
-            return [f"{head}: skip: {self.skip}"]
+        if not self.works:
+            verb = {Decision.ERRED: "mark erred", Decision.HOLD: "hold (not approved)"}.get(self.decision, self.decision.value)
+            return [f"{head}: {verb}: {self.reason}"]
         lines = [f"{head}: account {self.account or '-'}"]
         if self.approve:
             lines.append("  approve")
-        if self.defer is not None:
-            lines.append(f"  then wait for the next cycle: {self.defer}")
+        if self.decision is Decision.DEFER:
+            lines.append(f"  then wait for the next cycle: {self.reason}")
         lines.extend(f"  {a.describe()}" for a in self.actions)
         lines.extend(f"  note: {n}" for n in self.notes)
         return lines

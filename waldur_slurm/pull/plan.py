@@ -26,6 +26,7 @@ from waldur_slurm.domain.naming import NamingError
 from waldur_slurm.domain.values import BadValue
 from waldur_slurm.pull.intents import Work
 from waldur_slurm.pull.model import (
+    Decision,
     CREATE,
     EXECUTING,
     PENDING,
@@ -79,25 +80,25 @@ def plan_orders(
         plan.orders.append(op_plan)
         pending = order.state == PENDING and order.uuid not in approved
         if order.state not in (PENDING, EXECUTING):
-            op_plan.skip = f"state {order.state!r} is not processed"
+            op_plan.decide(Decision.SKIP, f"state {order.state!r} is not processed")
             continue
         planner = PLANNERS.get(order.type)
         if planner is None:
             message = f"type {order.type!r} is not supported (expected {', '.join(PLANNERS)})"
             if pending:
-                op_plan.reject = message
+                op_plan.decide(Decision.REJECT, message)
             else:
-                op_plan.skip = message
+                op_plan.decide(Decision.SKIP, message)
             continue
         if not order.resource_uuid:
             message = "marketplace_resource_uuid is missing"
             if pending:
-                op_plan.reject = message
+                op_plan.decide(Decision.REJECT, message)
             else:
-                op_plan.erred = message
+                op_plan.decide(Decision.ERRED, message)
             continue
         if order.resource_uuid in seen_resources:
-            op_plan.skip = "another order of this resource is processed first"
+            op_plan.decide(Decision.SKIP, "another order of this resource is processed first")
             continue
         seen_resources.add(order.resource_uuid)
         op_plan.approve = pending
@@ -112,17 +113,16 @@ def plan_orders(
             op_plan.actions.clear()
             op_plan.account = None
             if pending and isinstance(exc, AgentMisconfigured):
-                op_plan.skip = f"not approved: {exc}"
-                op_plan.failed = True
+                op_plan.decide(Decision.HOLD, str(exc))
             elif pending:
-                op_plan.reject = str(exc)
+                op_plan.decide(Decision.REJECT, str(exc))
             else:
-                op_plan.erred = str(exc)
+                op_plan.decide(Decision.ERRED, str(exc))
             continue
         work.commit()
         if config.allocation_after_approval and order.type == CREATE and order.state == EXECUTING and not order.allocation_uuid:
             # The server makes the allocation in a task after approval; the slurm-remote calls answer 404
             # until then. Never wait inside the cycle: the SLURM part runs now, Waldur's next cycle.
-            op_plan.defer = "the server has not created the SLURM allocation yet"
+            op_plan.decide(Decision.DEFER, "the server has not created the SLURM allocation yet")
     plan.ops = work.ops()
     return plan

@@ -35,6 +35,7 @@ from waldur_slurm.pull.ledger import Ledger
 from waldur_slurm.pull.membership import plan_membership
 from waldur_slurm.pull.model import (
     Associate,
+    Decision,
     CompleteOrder,
     OrderPlan,
     PlanConfig,
@@ -177,8 +178,8 @@ class PullReconciler:
             uuid = p.order.uuid
             if outcome.settled(uuid) or uuid not in ok:
                 continue
-            if p.defer is not None:
-                outcome.defer(uuid, p.defer)
+            if p.decision is Decision.DEFER:
+                outcome.defer(uuid, p.reason)
                 continue
             self._waldur_actions(ok[uuid], outcome, report)
 
@@ -197,7 +198,7 @@ class PullReconciler:
         """Resources, teams and offering users, fetched only when an order needs them."""
         dry = plan_orders(orders, state, config)
         # Any order that will be looked at needs backend_ids (an Update of an account made by hand, say).
-        working = [p for p in dry.orders if p.skip is None]
+        working = [p for p in dry.orders if p.decision not in (Decision.SKIP, Decision.HOLD)]
         resources: dict[str, Resource] = {}
         if working:
             resources = {r.uuid: r for r in self.waldur.list_resources(states=RESOURCE_STATES)}
@@ -225,19 +226,19 @@ class PullReconciler:
         for note in p.notes:
             log.info("order %s: %s", uuid, note)
         try:
-            if p.reject is not None:
-                log.warning("order %s (%s): rejected: %s", uuid, order.type, p.reject)
-                self.waldur.reject_order(uuid, p.reject)
+            if p.decision is Decision.REJECT:
+                log.warning("order %s (%s): rejected: %s", uuid, order.type, p.reason)
+                self.waldur.reject_order(uuid, p.reason)
                 outcome.done(uuid)
-            elif p.erred is not None:
-                self._err(order, p.erred, outcome)
-            elif p.skip is not None:
-                if p.failed:
-                    outcome.fail(uuid, p.skip)
-                    log.error("order %s: %s", uuid, p.skip)
+            elif p.decision is Decision.ERRED:
+                self._err(order, p.reason, outcome)
+            elif p.decision in (Decision.SKIP, Decision.HOLD):
+                if p.decision is Decision.HOLD:
+                    outcome.fail(uuid, f"not approved: {p.reason}")
+                    log.error("order %s: %s", uuid, f"not approved: {p.reason}")
                 else:
                     outcome.skip(uuid)
-                    log.info("order %s: skipped: %s", uuid, p.skip)
+                    log.info("order %s: skipped: %s", uuid, p.reason)
             elif p.approve:
                 refreshed[uuid] = self.waldur.approve_order(uuid)
                 log.info("order %s (%s): approved", uuid, order.type)

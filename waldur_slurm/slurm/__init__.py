@@ -1,4 +1,4 @@
-"""SLURM access: executors (native / docker exec), typed client, planned ops, parsers."""
+"""SLURM: the backend contract, the neutral model and ops, errors; the command-line backend in ``cli/``."""
 
 from .cli.client import SlurmClient
 from .model import JobRecord, OpResult, SlurmAccount, SlurmState
