@@ -190,6 +190,7 @@ def compare(
         "grp_tres_mins": expected_limits,
         "team": sorted(m.username for m in waldur.team),
         "expected_users": None,
+        "tree": None,
         "associations": sorted(waldur.associations) if waldur.associations is not None else None,
         "usage": {"totals": _amounts(held.totals),
                   "per_user": {k: _amounts(v) for k, v in sorted(held.per_user.items())}},
@@ -227,6 +228,7 @@ def compare(
                                naming.project_account(config.naming, res.project_uuid), account]
             except naming.NamingError:
                 wanted_tree = []
+            diag.waldur["tree"] = wanted_tree or None
             tree = diag.slurm["tree"] or []
             if wanted_tree and tree[-len(wanted_tree):] != wanted_tree:
                 diag.differences.append(Difference("tree", f"expected under {' > '.join(wanted_tree[:-1])}",
@@ -300,7 +302,8 @@ def render_text(diag: AccountDiag) -> list[str]:
     lines = [f"allocation {diag.account or r.backend_id!r}: resource {r.uuid} {r.name!r} ({r.state}), "
              f"server {diag.flavour}, usage month {diag.period}"]
     lines.append(row("account", diag.account or r.backend_id, "exists" if s.get("exists") else "missing", "account"))
-    lines.append(row("tree", "default > customer > project > allocation", " > ".join(s.get("tree") or []) or "—", "tree"))
+    lines.append(row("tree", "... > " + " > ".join(w.get("tree") or ["default", "customer", "project", "allocation"]),
+                     " > ".join(s.get("tree") or []) or "—", "tree"))
     lines.append(row("users", fmt(w.get("expected_users")) + f"  (team: {fmt(w.get('team'))})", fmt(s.get("users")), "users"))
     if w.get("associations") is not None:
         lines.append(row("associations", fmt(w.get("associations")), fmt(s.get("users")), "associations"))
