@@ -139,3 +139,11 @@ def test_a_user_without_a_usable_default_account_is_a_difference_with_its_comman
     diag = compare(_waldur(["alice"]), SlurmSide(state, None), CONFIG, COMPONENTS, WINDOW, RENDER)
     assert [d.what for d in diag.differences] == ["default_account"]
     assert diag.commands == [f"sacctmgr -i modify user where name=alice set DefaultAccount={ACC}"]
+
+
+def test_help_lists_both_options() -> None:
+    from waldur_slurm.main import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    assert "--load-usage FROM..TO" in text and "--diag-account NAME_OR_RESOURCE_UUID" in text
+    assert "--json with --diag-account: print one JSON document" in text
