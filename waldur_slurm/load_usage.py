@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from functools import partial
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -228,60 +229,71 @@ class UsageLoader:
         accounts, skipped = reportable_accounts(resources)
         for line in skipped:
             log.info(line)
-        sacct_accounts = sorted(set(accounts.values()))
-        current = month_window(now.astimezone(tz).year, now.astimezone(tz).month, tz, now).period
+        local = now.astimezone(tz)
+        current = date(local.year, local.month, 1)
         flavour = self.waldur.flavour
         for period in months:
             window = month_window(period.year, period.month, tz, now)
             past = period < current
-            # staff only matters where the server would take a staff backdate (8.x): ask once, only then
+            # staff only matters where the server takes a staff backdate (8.x): asked once, and only then
             staff = past and flavour != FLAVOUR_2024 and self.reporter._is_staff()
             sent, refused = component_rights(offering, usage_components, past=past, staff=staff, flavour=flavour)
+            line = partial(progress_line, window, resources=len(accounts), sent=list(sent), skipped=refused,
+                           dry_run=dry_run)
             result.months += 1
-            line_args = dict(resources=len(accounts), sent=list(sent), skipped=refused, dry_run=dry_run)
+            error = self._month(window, past, sent, resources, accounts, dry_run, line, result) if sent else None
             if not sent:
-                self.echo(progress_line(window, written=0, writes=0, unchanged=0, failed=0, **line_args))  # type: ignore[arg-type]
-                continue
-            try:
-                month = MonthInput(window, self.reporter._read_usage(sacct_accounts, window),
-                                   self.reporter._held(window, current=not past), sent)
-            except SlurmError as exc:
-                self._month_failed(result, window, f"SLURM read (sacct) failed: {exc}", line_args)
-                continue
-            except WaldurAuthError:
-                raise
-            except WaldurError as exc:
-                self._month_failed(result, window, f"Waldur read failed: {exc}", line_args)
-                continue
-            plan = plan_month(resources, accounts, month)
-            for line in plan.anomalies:
-                log.warning("usage anomaly: %s", line)
-            for line in plan.failed:
-                log.warning(line)
-            if dry_run:
-                for line in plan.describe():
-                    self.echo(f"[dry-run] {line}")
-                self.echo(progress_line(window, written=len(plan.resources), writes=0, unchanged=plan.unchanged,
-                                        failed=len(plan.failed), **line_args))  # type: ignore[arg-type]
-                if plan.failed:
-                    result.failed_months.append(f"{window.period:%Y-%m}: " + "; ".join(plan.failed))
-                continue
-            report = CycleReport(kind="load-usage")
-            self.reporter._apply(plan.push_plan(), report, {window.period: month.held.record_count()})
-            result.writes += report.writes
-            failed = report.failed + report.deferred + len(plan.failed)
-            for note in report.notes:
-                log.info(note)
-            self.echo(progress_line(window, written=len(plan.resources) - report.failed - report.deferred,
-                                    writes=report.writes, unchanged=plan.unchanged, failed=failed, **line_args))  # type: ignore[arg-type]
-            if failed:
-                reasons = plan.failed + [n for n in report.notes if "failed" in n]
-                result.failed_months.append(f"{window.period:%Y-%m}: {failed} resource(s) failed: " + "; ".join(reasons))
+                self.echo(line(written=0, writes=0, unchanged=0, failed=0))
+            if error is not None:
+                result.failed_months.append(f"{window.period:%Y-%m}: {error}")
 
-    def _month_failed(self, result: LoadResult, window: BillingWindow, error: str, line_args: dict[str, object]) -> None:
-        line = progress_line(window, written=0, writes=0, unchanged=0, failed=0, error=error, **line_args)  # type: ignore[arg-type]
-        self.echo(line)
-        result.failed_months.append(f"{window.period:%Y-%m}: {error}")
+    def _month(
+        self, window: BillingWindow, past: bool, sent: Mapping[str, Component], resources: Sequence[Resource],
+        accounts: Mapping[str, str], dry_run: bool, line: Callable[..., str], result: LoadResult,
+    ) -> str | None:
+        """Read (one sacct, the month's usage records), plan and write one month; returns why it failed, if it did."""
+        try:
+            usage = self.reporter._read_usage(sorted(set(accounts.values())), window)
+            month = MonthInput(window, usage, self.reporter._held(window, current=not past), sent)
+        except SlurmError as exc:
+            error = f"SLURM read (sacct) failed: {exc}"
+        except WaldurAuthError:
+            raise
+        except WaldurError as exc:
+            error = f"Waldur read failed: {exc}"
+        else:
+            return self._write(month, resources, accounts, dry_run, line, result)
+        self.echo(line(written=0, writes=0, unchanged=0, failed=0, error=error))
+        return error
+
+    def _write(
+        self, month: MonthInput, resources: Sequence[Resource], accounts: Mapping[str, str], dry_run: bool,
+        line: Callable[..., str], result: LoadResult,
+    ) -> str | None:
+        plan = plan_month(resources, accounts, month)
+        for anomaly in plan.anomalies:
+            log.warning("usage anomaly: %s", anomaly)
+        for failure in plan.failed:
+            log.warning(failure)
+        if dry_run:
+            for planned in plan.describe():
+                self.echo(f"[dry-run] {planned}")
+            self.echo(line(written=len(plan.resources), writes=0, unchanged=plan.unchanged, failed=len(plan.failed)))
+            return "; ".join(plan.failed) or None
+        report = CycleReport(kind="load-usage")
+        # the push reporter's writes: verified set_usage, then the per-user usages (one lookup of new records)
+        self.reporter._apply(plan.push_plan(), report, {month.window.period: month.held.record_count()})
+        result.writes += report.writes
+        for note in report.notes:
+            log.info(note)
+        unfinished = report.failed + report.deferred
+        failed = unfinished + len(plan.failed)
+        self.echo(line(written=len(plan.resources) - unfinished, writes=report.writes, unchanged=plan.unchanged,
+                       failed=failed))
+        if not failed:
+            return None
+        reasons = plan.failed + [note for note in report.notes if "failed" in note]
+        return f"{failed} resource(s) failed: " + "; ".join(reasons)
 
 
 def _stderr(line: str) -> None:
