@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 def configure(args: argparse.Namespace) -> Settings:
     """Read and validate the configuration; raises ConfigError."""
     environ = read_environment(args.env_file)
-    daemon = not (args.diag or args.load_components or args.load_usage or args.diag_account)
+    daemon = not (args.diag or args.load_components or args.load_usage is not None or args.diag_account is not None)
     return load_settings(environ, need_direction=daemon)
 
 
@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.remove_missing and not args.load_components:
         print("waldur-slurm-agent: --remove-missing goes with --load-components", file=sys.stderr)
         return EXIT_CONFIG
-    if args.json and not args.diag_account:
+    if args.json and args.diag_account is None:
         print("waldur-slurm-agent: --json goes with --diag-account", file=sys.stderr)
         return EXIT_CONFIG
     if args.load_usage is not None:
@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from waldur_slurm import load_usage
 
         return load_usage.run(settings, args.load_usage, dry_run=args.dry_run)
-    if args.diag_account:
+    if args.diag_account is not None:
         from waldur_slurm import diag_account
 
         return diag_account.run(settings, args.diag_account, as_json=args.json)

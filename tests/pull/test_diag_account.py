@@ -16,7 +16,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.pull.conftest import PullEnv
+from tests.pull.conftest import PullEnv, env_vars
 from tests.push.conftest import expected_usage, raw_sacct
 from tests.support.slurm import CLIENT_TIMEOUT, submit_job, wait_jobs_in_sacct
 from waldur_slurm import diag_account
@@ -132,3 +132,14 @@ def test_diag_account_json_is_stable_and_unknown_names_exit_2(pull_env_8: PullEn
     ]
     assert main(["--json"]) == 2
     assert capsys.readouterr().err.strip() == "waldur-slurm-agent: --json goes with --diag-account"
+    # through the command line, without WALDUR_SYNC_DIRECTION (a one-shot job needs none); an empty name is
+    # an unknown allocation, never a fall-through to the daemon
+    env_file = env.tres_path.parent / "diag.env"
+    variables = env_vars(env.standin.url, env.standin.provider_token, env.offering, env.root, env.tres_path)
+    del variables["WALDUR_SYNC_DIRECTION"]
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in variables.items()))
+    assert main(["--diag-account", "", "--env-file", str(env_file)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "waldur-slurm-agent: --diag-account '': no resource of the offering has this SLURM account as its backend_id")
+    assert main(["--diag-account", account, "--json", "--env-file", str(env_file)]) == 0
+    assert json.loads(capsys.readouterr().out)["account"] == account
