@@ -55,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--load-components", action="store_true", help="make the offering's components match the TRES file, then exit"
     )
+    mode.add_argument(
+        "--load-usage", metavar="FROM..TO",
+        help="report the usage of the months FROM..TO (e.g. 2026-01..2026-11) from sacct, where the server and the "
+             "token allow it, then exit (with --dry-run: print what would be written)",
+    )
+    mode.add_argument(
+        "--diag-account", metavar="NAME_OR_RESOURCE_UUID",
+        help="compare one allocation in Waldur and SLURM, mark every difference and print the sacctmgr commands "
+             "that would make SLURM match (runs none), then exit (1 when they differ)",
+    )
+    parser.add_argument("--json", action="store_true", help="with --diag-account: print one JSON document")
     parser.add_argument(
         "--remove-missing",
         action="store_true",
@@ -73,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 def configure(args: argparse.Namespace) -> Settings:
     """Read and validate the configuration; raises ConfigError."""
     environ = read_environment(args.env_file)
-    daemon = not (args.diag or args.load_components)
+    daemon = not (args.diag or args.load_components or args.load_usage is not None or args.diag_account is not None)
     return load_settings(environ, need_direction=daemon)
 
 
@@ -82,6 +93,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.remove_missing and not args.load_components:
         print("waldur-slurm-agent: --remove-missing goes with --load-components", file=sys.stderr)
         return EXIT_CONFIG
+    if args.json and args.diag_account is None:
+        print("waldur-slurm-agent: --json goes with --diag-account", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.load_usage is not None:
+        from waldur_slurm.tools.load_usage import MonthRangeError, parse_month_range
+
+        try:
+            parse_month_range(args.load_usage)  # the format first; future months need the billing timezone
+        except MonthRangeError as exc:
+            print(f"waldur-slurm-agent: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
     try:
         settings = configure(args)
     except ConfigError as exc:
@@ -104,6 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from waldur_slurm.tools import load_components
 
         return load_components.run(settings, dry_run=args.dry_run, remove_missing=args.remove_missing)
+
+    if args.load_usage is not None:
+        from waldur_slurm.tools import load_usage
+
+        return load_usage.run(settings, args.load_usage, dry_run=args.dry_run)
+    if args.diag_account is not None:
+        from waldur_slurm.tools import diag_account
+
+        return diag_account.run(settings, args.diag_account, as_json=args.json)
 
     return run_daemon(settings, once=args.once, dry_run=args.dry_run)
 

@@ -147,6 +147,17 @@ def test_backfill_only_where_the_server_accepts_a_past_date() -> None:
     comps = {k: Component(k, k, "u", "usage", None, 1) for k in ("cpu", "mem", "gres/gpu", "billing")}
     assert set(backfill_types(offering, comps, staff=False)) == {"mem", "gres/gpu"}
     assert set(backfill_types(offering, comps, staff=True)) == {"cpu", "mem", "gres/gpu"}
+    assert set(backfill_types(offering, comps, staff=True, flavour="8")) == {"cpu", "mem", "gres/gpu"}
+
+
+def test_no_backfill_on_the_2024_server_which_files_every_report_under_the_current_month() -> None:
+    # The Oct-2024 serializer has no `date`: a past month's total would overwrite this month's record.
+    offering = Offering.from_json({"uuid": "e" * 32, "components": [
+        {"type": "cpu", "billing_type": "usage"}, {"type": "mem", "billing_type": "limit"},
+        {"type": "gres/gpu", "billing_type": "usage", "is_prepaid": True}]})
+    comps = {k: Component(k, k, "u", "usage", None, 1) for k in ("cpu", "mem", "gres/gpu")}
+    assert backfill_types(offering, comps, staff=False, flavour="2024") == {}
+    assert backfill_types(offering, comps, staff=True, flavour="2024") == {}
 
 
 def test_offering_wide_lookup_only_when_it_takes_fewer_requests() -> None:

@@ -225,6 +225,46 @@ def order_in_progress(resource: Resource) -> bool:
     return bool(resource.raw.get("order_in_progress")) or resource.state in ("Creating", "Updating", "Terminating")
 
 
+def reportable_accounts(resources: Sequence[Resource]) -> tuple[dict[str, str], list[str]]:
+    """(resource uuid -> SLURM account) of the resources whose usage may be read and reported, and a line for
+    each resource left out: a backend_id that is no account name (B14), or an account that is the backend_id
+    of several resources (reporting it on each would bill it several times)."""
+    accounts_of: dict[str, list[str]] = {}
+    for res in resources:
+        account = naming.account_of(res.backend_id)
+        if account:
+            accounts_of.setdefault(account, []).append(res.uuid)
+    out: dict[str, str] = {}
+    skipped: list[str] = []
+    for res in resources:
+        account = naming.account_of(res.backend_id)
+        if account is None:
+            skipped.append(f"resource {res.uuid}: backend_id {res.backend_id!r} is not a SLURM account name; not read")
+        elif len(accounts_of[account]) > 1:
+            skipped.append(f"resource {res.uuid}: account {account} is the backend_id of {len(accounts_of[account])} resources; not reported")
+        else:
+            out[res.uuid] = account
+    return out, skipped
+
+
+def plan_usage_months(resource_uuid: str, account: str, months: Sequence[MonthInput]) -> tuple[list[MonthWrites], list[str]]:
+    """The usage writes of one resource for each month (only what grew against what Waldur holds, in the
+    current plan period's share), and the anomalies seen (values lower than Waldur's, never written).
+    Raises BadValue for a held amount that is not a number."""
+    writes: list[MonthWrites] = []
+    anomalies: list[str] = []
+    for month in months:
+        converted, switched = month.held.current_period_share(
+            resource_uuid, to_waldur_usage(month.usage.accounts.get(account), month.components)
+        )
+        anomalies.extend(f"{month.window.period:%Y-%m} {a}" for a in switched)
+        diff = diff_usage(converted, month.held.totals.get(resource_uuid, {}), month.held.users.get(resource_uuid, {}))
+        anomalies.extend(f"{month.window.period:%Y-%m} {a}" for a in diff.anomalies)
+        if not diff.empty:
+            writes.append(MonthWrites(month.window, diff.totals, diff.per_user, dict(month.held.usage_uuids.get(resource_uuid, {}))))
+    return writes, anomalies
+
+
 def plan_push(
     resources: Sequence[Resource],
     state: SlurmState,
@@ -250,19 +290,11 @@ def plan_push(
     resource's limits (see ``limits_to_report``); ``None`` keeps every key Waldur holds.
     """
     plan = PushPlan()
-    accounts_of: dict[str, list[str]] = {}
+    reportable, skipped = reportable_accounts(resources)
+    plan.skipped.extend(skipped)
     for res in resources:
-        account = naming.account_of(res.backend_id)
-        if account:
-            accounts_of.setdefault(account, []).append(res.uuid)
-    for res in resources:
-        account = naming.account_of(res.backend_id)
+        account = reportable.get(res.uuid)
         if account is None:
-            plan.skipped.append(f"resource {res.uuid}: backend_id {res.backend_id!r} is not a SLURM account name; not read")
-            continue
-        if len(accounts_of[account]) > 1:
-            # Reporting one account's usage on several resources would bill it several times.
-            plan.skipped.append(f"resource {res.uuid}: account {account} is the backend_id of {len(accounts_of[account])} resources; not reported")
             continue
         busy = order_in_progress(res)
         slurm_account = state.accounts.get(account)
@@ -285,15 +317,8 @@ def plan_push(
             continue
         rp = ResourcePlan(res.uuid, res.name, account, recover=res.state == "Erred")
         try:
-            for month in months:
-                converted, switched = month.held.current_period_share(
-                    res.uuid, to_waldur_usage(month.usage.accounts.get(account), month.components)
-                )
-                rp.anomalies.extend(f"{month.window.period:%Y-%m} {a}" for a in switched)
-                diff = diff_usage(converted, month.held.totals.get(res.uuid, {}), month.held.users.get(res.uuid, {}))
-                rp.anomalies.extend(f"{month.window.period:%Y-%m} {a}" for a in diff.anomalies)
-                if not diff.empty:
-                    rp.months.append(MonthWrites(month.window, diff.totals, diff.per_user, dict(month.held.usage_uuids.get(res.uuid, {}))))
+            rp.months, anomalies = plan_usage_months(res.uuid, account, months)
+            rp.anomalies.extend(anomalies)
         except BadValue as exc:
             # Without a usable value held by Waldur, "never lower" cannot be checked: this resource's usage
             # waits until the value is fixed; every other resource is reported.
@@ -327,14 +352,21 @@ def plan_push(
     return plan
 
 
-def backfill_types(offering: Offering, components: Mapping[str, Component], *, staff: bool) -> dict[str, Component]:
+def backfill_types(
+    offering: Offering, components: Mapping[str, Component], *, staff: bool, backdated_usage: bool = True
+) -> dict[str, Component]:
     """Components whose previous-month usage this token may still report.
 
-    8.x (and the stand-in of both flavours) refuses a past ``date`` for usage-type components from a
-    non-staff token ("Service providers can only specify date for limit-based or prepaid billing components
-    when backfilling past billing periods"); limit-based and prepaid ones are accepted. A staff token may
-    backfill everything.
+    8.x refuses a past ``date`` for usage-type components from a non-staff token ("Service providers can
+    only specify date for limit-based or prepaid billing components when backfilling past billing periods");
+    limit-based and prepaid ones are accepted. A staff token may backfill everything.
+
+    ``backdated_usage`` False (the 2024 server, see ``Capabilities``): the server ignores ``date`` and files
+    every report under the current month, so a past month's total would overwrite this month's. Nothing is
+    backfilled there.
     """
+    if not backdated_usage:
+        return {}
     by_type = offering.components_by_type()
     out: dict[str, Component] = {}
     for key, component in components.items():

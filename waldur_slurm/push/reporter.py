@@ -306,7 +306,9 @@ class PushReporter:
             return
         if in_month_start(now, tz, self.previous_month_grace):
             previous = previous_window(now, tz)
-            allowed = backfill_types(offering, usage_components, staff=self._is_staff())
+            allowed = backfill_types(
+                offering, usage_components, staff=self._is_staff(), backdated_usage=self.waldur.capabilities.backdated_usage
+            )
             if allowed:
                 try:
                     months.append(MonthInput(previous, self._read_usage(accounts, previous), self._held(previous, current=False), allowed))

@@ -97,11 +97,15 @@ class Capabilities:
     keeps_associations: bool
     # The server creates the SLURM allocation in a task after approval (2024): Waldur steps wait for it.
     allocation_after_approval: bool
+    # A usage report's ``date`` files it under that month (8.x); the 2024 server ignores it (current month).
+    backdated_usage: bool
 
 
 CAPABILITIES = {
-    FLAVOUR_8: Capabilities(era="8.x", keeps_associations=False, allocation_after_approval=False),
-    FLAVOUR_2024: Capabilities(era="2024 (marketplace-slurm-remote)", keeps_associations=True, allocation_after_approval=True),
+    FLAVOUR_8: Capabilities(era="8.x", keeps_associations=False, allocation_after_approval=False, backdated_usage=True),
+    FLAVOUR_2024: Capabilities(
+        era="2024 (marketplace-slurm-remote)", keeps_associations=True, allocation_after_approval=True, backdated_usage=False
+    ),
 }
 
 

@@ -357,6 +357,11 @@ class SlurmClient:
             return None
         return dict(self._defaults)
 
+    def command_lines(self, op: Op) -> list[str]:
+        """The ``sacctmgr`` command lines ``apply`` would run for ``op`` when the users' default accounts are not
+        known (each removal on its own): printed by ``--diag-account``, never run there."""
+        return self._lines(op)
+
     def _lines(
         self, op: Op, *, split_removals: bool = False, defaults: Mapping[str, str | None] | None = None
     ) -> list[str]:
