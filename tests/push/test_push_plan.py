@@ -147,7 +147,7 @@ def test_backfill_only_where_the_server_accepts_a_past_date() -> None:
     comps = {k: Component(k, k, "u", "usage", None, 1) for k in ("cpu", "mem", "gres/gpu", "billing")}
     assert set(backfill_types(offering, comps, staff=False)) == {"mem", "gres/gpu"}
     assert set(backfill_types(offering, comps, staff=True)) == {"cpu", "mem", "gres/gpu"}
-    assert set(backfill_types(offering, comps, staff=True, flavour="8")) == {"cpu", "mem", "gres/gpu"}
+    assert set(backfill_types(offering, comps, staff=True, backdated_usage=True)) == {"cpu", "mem", "gres/gpu"}
 
 
 def test_no_backfill_on_the_2024_server_which_files_every_report_under_the_current_month() -> None:
@@ -156,7 +156,7 @@ def test_no_backfill_on_the_2024_server_which_files_every_report_under_the_curre
         {"type": "cpu", "billing_type": "usage"}, {"type": "mem", "billing_type": "limit"},
         {"type": "gres/gpu", "billing_type": "usage", "is_prepaid": True}]})
     comps = {k: Component(k, k, "u", "usage", None, 1) for k in ("cpu", "mem", "gres/gpu")}
-    assert backfill_types(offering, comps, staff=False, flavour="2024") == {}
+    assert backfill_types(offering, comps, staff=False, backdated_usage=False) == {}
     assert backfill_types(offering, comps, staff=True, flavour="2024") == {}
 
 
