@@ -157,7 +157,7 @@ def test_no_backfill_on_the_2024_server_which_files_every_report_under_the_curre
         {"type": "gres/gpu", "billing_type": "usage", "is_prepaid": True}]})
     comps = {k: Component(k, k, "u", "usage", None, 1) for k in ("cpu", "mem", "gres/gpu")}
     assert backfill_types(offering, comps, staff=False, backdated_usage=False) == {}
-    assert backfill_types(offering, comps, staff=True, flavour="2024") == {}
+    assert backfill_types(offering, comps, staff=True, backdated_usage=False) == {}
 
 
 def test_offering_wide_lookup_only_when_it_takes_fewer_requests() -> None:
