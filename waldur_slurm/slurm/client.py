@@ -66,7 +66,7 @@ import os
 import re
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Iterable, Iterator, Mapping, Sequence
@@ -84,6 +84,7 @@ from .errors import (
     SlurmUnavailable,
     is_transient_output,
 )
+from .controls import AccountControls, controls_command, parse_controls
 from .executor import CommandResult, Executor
 from .ops import (
     AddAccounts,
@@ -130,6 +131,7 @@ WITHOUT_PARENT_LIMITS = "WOPLimits"
 _SUCCESS_MARKERS = (
     " Adding Account(s)",
     " Adding User(s)",
+    " Adding QOS(s)",
     " Associations =",
     " Modified account associations",
     " Modified accounts",
@@ -177,6 +179,8 @@ class SlurmAccount:
 class SlurmState:
     accounts: dict[str, SlurmAccount]
     default_account: dict[str, str]  # user -> DefaultAccount ("" when it has none)
+    # account -> its own GrpJobs/GrpSubmitJobs/QOS (what enforcement changes and restores)
+    controls: dict[str, AccountControls] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -307,13 +311,15 @@ class SlurmClient:
         are account records without an association on the cluster (orphans left behind
         when their parent was removed)."""
         where = f" where cluster={self.cluster}" if self.cluster else ""
-        accounts_out, users_out = self._sacctmgr_read(
+        accounts_out, users_out, controls_out = self._sacctmgr_read(
             [
                 f"list account withassoc {WITHOUT_PARENT_LIMITS}{where} format={STATE_ACCOUNT_FORMAT}",
                 "list user format=user,defaultaccount",
+                controls_command(self.cluster),
             ]
         )
         state = parse_state(accounts_out, users_out, cluster=self.cluster)
+        state = replace(state, controls=parse_controls(controls_out, cluster=self.cluster))
         self._parents = {name: acc.parent for name, acc in state.accounts.items()}
         self._parents_at = time.monotonic()
         self._defaults = dict(state.default_account)
