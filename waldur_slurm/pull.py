@@ -53,6 +53,8 @@ from waldur_slurm.slurm.errors import (
     SlurmTransientError,
 )
 from waldur_slurm.slurm.ops import CreateHomedirs
+from waldur_slurm.enforcement_store import EnforcementStore
+from waldur_slurm.enforcer import Enforcer
 from waldur_slurm.ledger import Ledger
 from waldur_slurm.stuck import StuckOrders, counts_as_stuck
 from waldur_slurm.waldur.errors import WaldurAuthError, WaldurError, WaldurTransientError
@@ -100,6 +102,7 @@ class PullReconciler:
         self.stuck = StuckOrders(settings.order_max_failed_cycles)
         state_dir = getattr(settings, "state_dir", None)
         self.ledger = Ledger(Path(state_dir) / "associations.json" if state_dir else None)
+        self.enforcer = Enforcer(self, EnforcementStore.in_dir(state_dir))
 
     # ------------------------------------------------------------------ helpers
     def _config(self) -> PlanConfig:
@@ -123,8 +126,11 @@ class PullReconciler:
     def run_cycle(self, dry_run: bool = False) -> CycleReport:
         report = CycleReport(kind="pull")
         start = self._counters()
+        self.enforcer.cycle_state = None
         try:
             self._cycle(report, dry_run)
+            if not report.unreachable:
+                self.enforcer.run(report, dry_run)
         finally:
             report.stuck = self.stuck.held_count
             self._finish(report, start)
@@ -149,6 +155,7 @@ class PullReconciler:
             report.deferred += len(orders)
             return
 
+        self.enforcer.cycle_state = state  # enforcement reuses it unless this cycle changes SLURM
         outcome = _Outcome()
         try:
             config = self._config()
@@ -175,6 +182,8 @@ class PullReconciler:
                 if not p.works:
                     self._pre_work(p, outcome, refreshed)
         workers = [p for p in plan.orders if p.works and not outcome.settled(p.order.uuid)]
+        if plan.ops:
+            self.enforcer.cycle_state = None
 
         # SLURM, in one batch; failures are isolated per order.
         ok = self._apply_slurm(plan, workers, outcome, config, resources, teams, offering_users)
@@ -505,6 +514,7 @@ class PullReconciler:
         owned = {naming.resource_owner(a.description) for a in state.accounts.values()}
         names = {n.lower() for n in state.accounts}
         managed = [r for r in resources if r.uuid in owned or (r.backend_id and r.backend_id.lower() in names)]
+        managed = self.enforcer.membership_filter(managed, report)
         teams: dict[str, list[TeamMember]] = {}
         try:
             offering_users = self.waldur.list_offering_users() if managed else []

@@ -167,6 +167,7 @@ ORDER_FIELDS = (
 )  # fmt: skip
 RESOURCE_FIELDS = (
     "uuid", "name", "state", "backend_id", "limits", "offering_uuid", "project_uuid", "customer_uuid", "resource_uuid",
+    "paused", "downscaled", "restrict_member_access",  # Waldur 8 enforcement flags (the 2024 server shows them false)
 )  # fmt: skip
 OFFERING_USER_FIELDS = ("uuid", "user_uuid", "user", "username", "state", "offering_uuid", "user_username", "is_restricted")
 COMPONENT_USAGE_FIELDS = ("uuid", "resource_uuid", "type", "usage", "billing_period")
