@@ -64,6 +64,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("SLURM_IGNORE_USERS", None, "comma-separated SLURM users whose associations the agent never adds, removes or changes"),
     Variable("SLURM_DOWNSCALED_QOS", "waldur-downscaled", "QoS that the accounts of downscaled resources get (Waldur 8); created without limits when missing, set its limits or priority yourself"),
     Variable("SLURM_CANCEL_JOBS_OF_PAUSED", "false", "cancel the running and pending jobs of an account when its resource is paused (Waldur 8); by default they keep running"),
+    Variable("SLURM_CANCEL_JOBS_OF_LEAVING_MEMBERS", "false", "cancel the running and pending jobs of a member leaving a project in that project's accounts, before the association is removed"),
     Variable("WALDUR_PULL_PERIOD_SECONDS", "120", "period of the pull (order processing) cycle"),
     Variable("WALDUR_MEMBERSHIP_PERIOD_SECONDS", "300", "period of the membership pass of the pull daemon"),
     Variable("WALDUR_PUSH_PERIOD_SECONDS", "3600", "period of the push (usage reporting) cycle"),
@@ -135,6 +136,7 @@ class Settings:
     ignore_users: frozenset[str] = frozenset()
     downscaled_qos: str = "waldur-downscaled"
     cancel_jobs_of_paused: bool = False
+    cancel_jobs_of_leaving_members: bool = False
 
     def masked(self) -> list[tuple[str, str]]:
         """(name, value) pairs safe to show an operator: secrets are masked."""
@@ -438,6 +440,7 @@ def load_settings(environ: Mapping[str, str], *, need_direction: bool = False) -
         ignore_users=ignore_users,
         downscaled_qos=downscaled_qos,
         cancel_jobs_of_paused=r.boolean("SLURM_CANCEL_JOBS_OF_PAUSED"),
+        cancel_jobs_of_leaving_members=r.boolean("SLURM_CANCEL_JOBS_OF_LEAVING_MEMBERS"),
     )
     if r.errors:
         raise ConfigError("configuration error: " + "; ".join(r.errors))

@@ -35,6 +35,7 @@ from waldur_slurm.slurm.ops import (
     LoadUser,
     AddUsers,
     CancelJobs,
+    CancelUserJobs,
     CreateHomedirs,
     MoveAccounts,
     RemoveAccounts,
@@ -83,6 +84,7 @@ class PlanConfig:
     enable_homedir: bool = False
     homedir_umask: int = 0o077
     flavour: str = "8"
+    cancel_jobs_of_leaving_members: bool = False
     # SLURM_IGNORE_ACCOUNTS / SLURM_IGNORE_USERS: never added, removed or changed, accounts never adopted
     ignore_accounts: frozenset[str] = frozenset()
     ignore_users: frozenset[str] = frozenset()
@@ -98,6 +100,7 @@ class PlanConfig:
             flavour=flavour,
             ignore_accounts=frozenset(getattr(settings, "ignore_accounts", ())),
             ignore_users=frozenset(getattr(settings, "ignore_users", ())),
+            cancel_jobs_of_leaving_members=bool(getattr(settings, "cancel_jobs_of_leaving_members", False)),
         )
 
     @property
@@ -414,6 +417,7 @@ class _Work:
         self.default_owners: dict[str, set[str]] = defaultdict(set)
         self.homedirs: dict[str, set[str]] = defaultdict(set)
         self.cancel: dict[str, set[str]] = defaultdict(set)
+        self.cancel_pairs: dict[tuple[str, str], set[str]] = defaultdict(set)  # (account, user) -> owners
         self.leaves: dict[tuple[str, str], set[str]] = defaultdict(set)  # (user, account) -> owners
         self.removals: dict[str, tuple[int, set[str]]] = {}  # account -> (depth, owners)
         self.reserved: set[str] = set()
@@ -593,6 +597,9 @@ class _Work:
         if self.cancel:
             accounts = sorted(self.cancel)
             out.append(PlannedOp(CancelJobs(accounts=tuple(accounts)), frozenset().union(*self.cancel.values())))
+        if self.cancel_pairs:
+            out.append(PlannedOp(CancelUserJobs(tuple(sorted(self.cancel_pairs))),
+                                 frozenset().union(*self.cancel_pairs.values())))
         # New accounts: a group per (parent, organization, limits), parents before children, all in
         # one load file.
         groups: dict[tuple[int, str, str, tuple[tuple[str, int], ...]], list[str]] = defaultdict(list)
@@ -1174,6 +1181,8 @@ def plan_membership(
             if work.bad_default(user):
                 work.prefer_default(user, account, resource.uuid)
         for user in to_remove:
+            if config.cancel_jobs_of_leaving_members:
+                work.cancel_pairs[(account, user)].add(resource.uuid)  # before the association goes
             work.leave(user, account, resource.uuid)
         if to_add:
             plan.added[resource.uuid] = to_add

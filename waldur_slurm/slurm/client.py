@@ -91,6 +91,7 @@ from .ops import (
     AddAccountsDescribed,
     AddUsers,
     CancelJobs,
+    CancelUserJobs,
     CreateHomedirs,
     MoveAccounts,
     Op,
@@ -428,6 +429,8 @@ class SlurmClient:
                 self._remember(op, results[-1].ok)
             elif isinstance(op, CancelJobs):
                 results.append(self._apply_simple(op, op.argv()))
+            elif isinstance(op, CancelUserJobs):
+                results.append(self._apply_reported(op, op.argv(), "wsa-scancel-failed "))
             elif isinstance(op, CreateHomedirs):
                 results.append(self._apply_homedirs(op))
             else:
@@ -584,6 +587,16 @@ class SlurmClient:
         if result.exit_code == 0:
             return OpResult(op, True, output=text)
         return OpResult(op, False, error=SlurmCommandError(argv, result.exit_code, result.stdout, result.stderr), output=text)
+
+    def _apply_reported(self, op: Op, argv: list[str], marker: str) -> OpResult:
+        """A shell loop that names each item it failed on with ``marker``: failed when any did."""
+        result = self._run(argv)
+        text = result.stdout + result.stderr
+        failed = [line[len(marker):] for line in result.stdout.splitlines() if line.startswith(marker)]
+        if result.exit_code != 0 or failed:
+            msg = f"failed for {'; '.join(failed)}" if failed else None
+            return OpResult(op, False, error=SlurmCommandError(argv, result.exit_code, result.stdout, result.stderr, msg), output=text)
+        return OpResult(op, True, output=text)
 
     def _apply_homedirs(self, op: CreateHomedirs) -> OpResult:
         argv = op.argv()

@@ -520,6 +520,33 @@ class CancelJobs:
 
 
 @dataclass(frozen=True)
+class CancelUserJobs:
+    """Cancel the pending/running jobs of each (account, user) pair: members leaving an account.
+
+    scancel takes one account and one user per call, so the pairs run through ONE shell (one process, one
+    docker exec); a failing pair is reported by name (``wsa-scancel-failed``) and the rest go on.
+    """
+
+    pairs: tuple[tuple[str, str], ...]
+
+    def __post_init__(self) -> None:
+        pairs = tuple(dict.fromkeys((validate_account(a, "account"), validate_user(u, "user")) for a, u in self.pairs))
+        if not pairs:
+            raise InvalidValue("pairs", self.pairs, "must not be empty")
+        object.__setattr__(self, "pairs", pairs)
+
+    def argv(self) -> list[str]:
+        script = ('while [ $# -gt 1 ]; do scancel --account="$1" --user="$2" || echo "wsa-scancel-failed $1 $2"; '
+                  'shift 2; done')
+        return ["sh", "-c", script, "sh", *(x for pair in self.pairs for x in pair)]
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{u} in {a}" for a, u in self.pairs[:8])
+        more = f", ... ({len(self.pairs)} total)" if len(self.pairs) > 8 else ""
+        return f"cancel the jobs of {shown}{more}"
+
+
+@dataclass(frozen=True)
 class CreateHomedirs:
     """Create missing home directories with mkhomedir_helper (one process for all users)."""
 
@@ -540,4 +567,4 @@ class CreateHomedirs:
         return f"create home directories (umask {self.umask}) for user(s) {_short_list(self.users)}"
 
 
-Op = AddAccounts | AddAccountsDescribed | RemoveAccounts | AddUsers | RemoveUsers | MoveAccounts | SetLimits | SetDefaultAccount | SetJobLimits | AddQos | SetAccountQos | CancelJobs | CreateHomedirs
+Op = AddAccounts | AddAccountsDescribed | RemoveAccounts | AddUsers | RemoveUsers | MoveAccounts | SetLimits | SetDefaultAccount | SetJobLimits | AddQos | SetAccountQos | CancelJobs | CancelUserJobs | CreateHomedirs
