@@ -194,3 +194,20 @@ def test_thousand_paused_accounts_take_one_read_and_one_write(pull_env_8: PullEn
     assert back.slurm_processes == 2 and back.writes == 1
     state = read_state()
     assert all(state.controls[names[u]] == AccountControls() for u in uuids)
+
+
+def test_a_leaving_members_jobs_are_cancelled_before_the_association_goes(pull_env: PullEnv) -> None:
+    env = pull_env
+    dave_uuid, _ = env.user(username="wsa_dave")
+    _, stays = env.user("s")
+    pull = env.reconciler(env.settings(SLURM_CANCEL_JOBS_OF_LEAVING_MEMBERS="true"))
+    res, account = created(env, pull)
+    job = submit_job("wsa_dave", account, seconds=120, time_limit_min=3)
+    env.standin.remove_team_member(env.project, dave_uuid)
+    report = pull.run_membership()
+    assert report.slurm_processes == 3, report.notes  # read, ONE shell of scancels, the sacctmgr batch
+    assert wait_jobs_in_sacct([job])[job] == "CANCELLED"
+    users = tree_of(env.root)[account].users
+    if "wsa_dave" in users:  # slurmdbd refused while the cancelled job was still ending: the next pass removes it
+        assert pull.run_membership().slurm_processes == 3
+    assert tree_of(env.root)[account].users == {stays}

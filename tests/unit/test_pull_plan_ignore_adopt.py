@@ -109,3 +109,22 @@ def test_adding_users_to_an_ignored_account_is_never_planned() -> None:
     plan = plan_membership([resource(r, "manual")], st, IGNORING, teams={r: [member(u := hexid())]},
                            offering_users=[ouser(u, "alice")])
     assert ops_of_type(plan, AddUsers) == [] and any("SLURM_IGNORE_ACCOUNTS" in n for n in plan.notes)
+
+
+def test_leaving_members_jobs_are_cancelled_first_only_when_asked() -> None:
+    from waldur_slurm.slurm.ops import CancelUserJobs
+
+    r1, r2 = hexid(), hexid()
+    st = tree(Acc("hpc_1", PROJ_ACC, naming.resource_marker(r1), users=frozenset({"bob", "carol"})),
+              Acc("hpc_2", PROJ_ACC, naming.resource_marker(r2), users=frozenset({"bob"})),
+              defaults={"bob": "elsewhere", "carol": "elsewhere"})
+    users = [ouser(hexid(), "bob"), ouser(hexid(), "carol")]
+    resources = [resource(r1, "hpc_1"), resource(r2, "hpc_2")]
+    cancelling = replace(CONFIG, cancel_jobs_of_leaving_members=True)
+    plan = plan_membership(resources, st, cancelling, teams={r1: [], r2: []}, offering_users=users)
+    ops = [p.op for p in plan.ops]
+    assert ops[0] == CancelUserJobs((("hpc_1", "bob"), ("hpc_1", "carol"), ("hpc_2", "bob")))  # one process, first
+    assert all(isinstance(op, RemoveUsers) for op in ops[1:]) and ops[1:]
+    assert ops[0].argv()[:2] == ["sh", "-c"] and ops[0].argv()[4:] == ["hpc_1", "bob", "hpc_1", "carol", "hpc_2", "bob"]
+    plain = plan_membership(resources, st, CONFIG, teams={r1: [], r2: []}, offering_users=users)
+    assert not any(isinstance(p.op, CancelUserJobs) for p in plain.ops)
