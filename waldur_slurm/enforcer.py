@@ -59,7 +59,7 @@ class Enforcer:
             report.unreachable.append(f"Waldur unreachable: enforcement: resources not listed: {exc}")
             return
         if not any_flag(resources) and not self.store.records:
-            report.enforced = {}
+            report.enforced = dict.fromkeys(FLAGS, 0)
             return
         state = self.cycle_state
         if state is None:

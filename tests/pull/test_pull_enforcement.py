@@ -131,7 +131,7 @@ def test_downscale_puts_the_account_in_the_qos_and_restores_its_own_list(
     env.standin.set_resource_flag(res, "downscaled", False)
     assert pull.run_cycle().slurm_processes == 2
     assert controls(account) == AccountControls()  # inherited again, as before
-    assert pull.run_cycle().enforced == {}
+    assert pull.run_cycle().enforced == {"paused": 0, "downscaled": 0, "restrict_member_access": 0}
 
 
 def test_restriction_removes_members_keeps_manual_ones_and_restores_with_defaults(
