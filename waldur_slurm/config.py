@@ -62,6 +62,11 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("SLURM_USAGE_COUNT_REQUEUES", "true", "count every attempt of a requeued job (sacct --duplicates)"),
     Variable("ENABLE_USER_HOMEDIR_ACCOUNT_CREATION", "false", "create home directories of newly added users with mkhomedir_helper"),
     Variable("SLURM_HOMEDIR_UMASK", "0077", "umask of created home directories (octal)"),
+    Variable("SLURM_IGNORE_ACCOUNTS", None, "comma-separated SLURM accounts the agent never adds, removes or changes (membership, Terminate, limits, enforcement) and never adopts"),
+    Variable("SLURM_IGNORE_USERS", None, "comma-separated SLURM users whose associations the agent never adds, removes or changes"),
+    Variable("SLURM_DOWNSCALED_QOS", "waldur-downscaled", "QoS that the accounts of downscaled resources get (Waldur 8); created without limits when missing, set its limits or priority yourself"),
+    Variable("SLURM_CANCEL_JOBS_OF_PAUSED", "false", "cancel the running and pending jobs of an account when its resource is paused (Waldur 8); by default they keep running"),
+    Variable("SLURM_CANCEL_JOBS_OF_LEAVING_MEMBERS", "false", "cancel the running and pending jobs of a member leaving a project in that project's accounts, before the association is removed"),
     Variable("WALDUR_PULL_PERIOD_SECONDS", "120", "period of the pull (order processing) cycle"),
     Variable("WALDUR_MEMBERSHIP_PERIOD_SECONDS", "300", "period of the membership pass of the pull daemon"),
     Variable("WALDUR_PUSH_PERIOD_SECONDS", "3600", "period of the push (usage reporting) cycle"),
@@ -82,7 +87,8 @@ KNOWN_VARIABLES: frozenset[str] = frozenset(v.name for v in VARIABLES)
 _DEFAULTS = {v.name: v.default for v in VARIABLES}
 
 _NAME = re.compile(r"^[a-z0-9_-]*$")
-_CLUSTER = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+# cluster and QoS names (account and user names: domain.naming)
+_SLURM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
 
@@ -128,6 +134,11 @@ class Settings:
     sentry_environment: str
     # set variables that look like ours but are not (typos): logged as warnings at start
     warnings: tuple[str, ...] = ()
+    ignore_accounts: frozenset[str] = frozenset()
+    ignore_users: frozenset[str] = frozenset()
+    downscaled_qos: str = "waldur-downscaled"
+    cancel_jobs_of_paused: bool = False
+    cancel_jobs_of_leaving_members: bool = False
 
     def masked(self) -> list[tuple[str, str]]:
         """(name, value) pairs safe to show an operator: secrets are masked."""
@@ -247,6 +258,21 @@ class _Reader:
         return number
 
 
+def _name_list(r: _Reader, name: str, pattern: re.Pattern[str], what: str) -> frozenset[str]:
+    """A comma-separated list of SLURM names (lower-cased, as SLURM stores them); each bad one is named."""
+    text = r.raw(name) or ""
+    found: set[str] = set()
+    for item in text.split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        if not pattern.match(item) or len(item) > MAX_ACCOUNT_NAME_LEN:
+            r.fail(name, item, f"is invalid: every item must be {what}")
+            continue
+        found.add(item)
+    return frozenset(found)
+
+
 def load_settings(environ: Mapping[str, str], *, need_direction: bool = False) -> Settings:
     """Validate every variable; raise ConfigError listing all problems on one line."""
     r = _Reader(environ)
@@ -323,8 +349,14 @@ def load_settings(environ: Mapping[str, str], *, need_direction: bool = False) -
     if not naming.is_account_name(default_account):
         r.fail("SLURM_DEFAULT_ACCOUNT", default_account, "is invalid: expected a SLURM account name ([a-z0-9_-])")
 
+    ignore_accounts = _name_list(r, "SLURM_IGNORE_ACCOUNTS", naming.ACCOUNT_RE, "a SLURM account name ([a-z0-9_-])")
+    ignore_users = _name_list(r, "SLURM_IGNORE_USERS", naming.USER_RE, "a SLURM user name ([a-z0-9_.-])")
+    downscaled_qos = r.raw("SLURM_DOWNSCALED_QOS") or ""
+    if not _SLURM_NAME.match(downscaled_qos) or len(downscaled_qos) > MAX_ACCOUNT_NAME_LEN:
+        r.fail("SLURM_DOWNSCALED_QOS", downscaled_qos, "is invalid: expected a SLURM QoS name ([a-z0-9_-])")
+
     cluster_name = r.raw("SLURM_CLUSTER_NAME")
-    if cluster_name is not None and not _CLUSTER.match(cluster_name):
+    if cluster_name is not None and not _SLURM_NAME.match(cluster_name):
         r.fail("SLURM_CLUSTER_NAME", cluster_name, "is invalid: expected a SLURM cluster name ([a-z0-9_-])")
 
     tres_path = r.raw("SLURM_TRES_CONFIG_PATH") or ""
@@ -400,6 +432,11 @@ def load_settings(environ: Mapping[str, str], *, need_direction: bool = False) -
         sentry_dsn=sentry_dsn,
         sentry_environment=r.raw("SENTRY_ENVIRONMENT") or "production",
         warnings=tuple(unknown_variable_warnings(environ)),
+        ignore_accounts=ignore_accounts,
+        ignore_users=ignore_users,
+        downscaled_qos=downscaled_qos,
+        cancel_jobs_of_paused=r.boolean("SLURM_CANCEL_JOBS_OF_PAUSED"),
+        cancel_jobs_of_leaving_members=r.boolean("SLURM_CANCEL_JOBS_OF_LEAVING_MEMBERS"),
     )
     if r.errors:
         raise ConfigError("configuration error: " + "; ".join(r.errors))

@@ -41,6 +41,7 @@ CHECKS = [
     "offering exists and can be managed",
     "offering components match the TRES file",
     "orders",
+    "enforcement",
     "SLURM reachable",
     "default account",
     "TRES of the file exist in SLURM",
@@ -105,13 +106,15 @@ def test_all_green_native(ready):
     assert checks["orders"][1] == "2 pending-provider, 0 executing"
     assert checks["SLURM reachable"][1].startswith("SLURM 22.05")
     assert checks["TRES of the file exist in SLURM"][1] == "cpu, gres/gpu"
-    assert out.splitlines()[-1].startswith("all 9 checks passed")
+    assert out.splitlines()[-1].startswith("all 10 checks passed")
     # Secrets are masked in the whole output.
     assert w.provider_token not in out and f"****{w.provider_token[-4:]}" in out
-    # Exactly: version, flavour probe, users/me, offering, one orders list; sacctmgr -V, list tres, state dump.
+    # Exactly: version, flavour probe, users/me, offering, one orders list, the resources' flags; sacctmgr -V,
+    # list tres, state dump.
     assert [(r["method"], r["route"] or r["path"]) for r in w.requests()] == [
         ("GET", "/api/version/"), ("GET", "/api/"), ("GET", "/api/users/me/"),
-        ("GET", "/api/marketplace-provider-offerings/{uuid}/"), ("GET", "/api/marketplace-orders/")]
+        ("GET", "/api/marketplace-provider-offerings/{uuid}/"), ("GET", "/api/marketplace-orders/"),
+        ("GET", "/api/marketplace-provider-resources/")]
     assert slurm.executor.process_count == 3
 
 

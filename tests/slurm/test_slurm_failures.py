@@ -104,7 +104,8 @@ def test_hung_slurmdbd_hits_the_timeout(request: pytest.FixtureRequest, slurm_cl
         with pytest.raises(SlurmTimeout) as err:
             c.read_state()
         assert isinstance(err.value, SlurmTransientError)
-        assert err.value.timeout == pytest.approx(2 + c.batch_command_budget)  # 2 commands in the batch
+        # 3 commands in the batch: accounts, users' defaults, the accounts' own job limits and QOS
+        assert err.value.timeout == pytest.approx(2 + 2 * c.batch_command_budget)
 
 
 def test_slurmdbd_killed_mid_batch_leaves_only_retryable_failures(slurm_root: str) -> None:

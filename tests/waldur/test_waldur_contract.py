@@ -166,6 +166,14 @@ def drive_everything(w: StandIn) -> None:
         assert raw.post(f"/api/marketplace-provider-resources/{res}/set_state_ok/").status_code == 200
         assert raw.post(f"/api/marketplace-provider-resources/{res}/refresh_last_sync/").status_code == 200
         assert raw.post(f"/api/marketplace-orders/{order.uuid}/set_backend_id/", json={"backend_id": "o1"}).status_code == 200
+        # the enforcement flags: staff only ("Requires staff permissions"); the provider's token is refused
+        for flag in ("paused", "downscaled", "restrict_member_access"):
+            assert raw.post(f"/api/marketplace-provider-resources/{res}/set_{flag}/", json={flag: True}).status_code == 403
+            assert w.set_resource_flag(res, flag, True) == 200
+        flags = client.get_resource(res)
+        assert (flags.paused, flags.downscaled, flags.restrict_member_access) == (True, True, True)
+        for flag in ("paused", "downscaled", "restrict_member_access"):
+            assert w.set_resource_flag(res, flag, False) == 200
     else:
         assert raw.get(f"/api/marketplace-provider-resources/{res}/details/").status_code == 200
         client.create_association(res, "alice_c")
@@ -288,6 +296,8 @@ def test_every_8x_body_parses_with_the_sdk_models() -> None:
     assert parsed_types["/api/marketplace-component-user-usages/"] == {"ComponentUserUsage"}
     assert parsed_types["/api/marketplace-orders/{uuid}/approve_by_provider/"] == {"OrderInfoResponse"}
     assert parsed_types["/api/marketplace-provider-resources/{uuid}/set_backend_id/"] == {"Status"}
+    for flag in ("paused", "downscaled", "restrict_member_access"):
+        assert parsed_types[f"/api/marketplace-provider-resources/{{uuid}}/set_{flag}/"] == {"Status"}
 
 
 def test_2024_bodies_break_the_8x_sdk_exactly_where_the_document_says() -> None:

@@ -30,6 +30,9 @@ class CycleReport:
     http_requests: int = 0
     notes: list[str] = field(default_factory=list)
     unreachable: list[str] = field(default_factory=list)
+    # accounts under each Waldur 8 flag after the cycle's enforcement (paused, downscaled,
+    # restrict_member_access); None when the cycle did not get to enforcement
+    enforced: dict[str, int] | None = None
 
     @property
     def progressed(self) -> bool:

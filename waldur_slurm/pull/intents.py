@@ -13,6 +13,7 @@ from waldur_slurm.slurm.ops import (
     AddAccountTree,
     AddUsers,
     CancelJobs,
+    CancelUserJobs,
     CreateHomedirs,
     LoadUser,
     MoveAccounts,
@@ -47,6 +48,7 @@ class Work:
         self.default_owners: dict[str, set[str]] = defaultdict(set)
         self.homedirs: dict[str, set[str]] = defaultdict(set)
         self.cancel: dict[str, set[str]] = defaultdict(set)
+        self.cancel_pairs: dict[tuple[str, str], set[str]] = defaultdict(set)  # (account, user) -> owners
         self.leaves: dict[tuple[str, str], set[str]] = defaultdict(set)  # (user, account) -> owners
         self.removals: dict[str, tuple[int, set[str]]] = {}  # account -> (depth, owners)
         self.reserved: set[str] = set()
@@ -226,6 +228,9 @@ class Work:
         if self.cancel:
             accounts = sorted(self.cancel)
             out.append(PlannedOp(CancelJobs(accounts=tuple(accounts)), frozenset().union(*self.cancel.values())))
+        if self.cancel_pairs:
+            out.append(PlannedOp(CancelUserJobs(tuple(sorted(self.cancel_pairs))),
+                                 frozenset().union(*self.cancel_pairs.values())))
         # New accounts: a group per (parent, organization, limits), parents before children, all in
         # one load file.
         groups: dict[tuple[int, str, str, tuple[tuple[str, int], ...]], list[str]] = defaultdict(list)

@@ -11,6 +11,7 @@ then falls back to removing only users the offering knows. ``path=None`` keeps i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -65,10 +66,20 @@ class Ledger:
         if self.path is None:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".ledger-")
-            with os.fdopen(fd, "w") as f:
-                json.dump({"accounts": {a: sorted(u) for a, u in sorted(new.items())}}, f)
-            os.replace(tmp, self.path)
+            write_json_atomic(self.path, {"accounts": {a: sorted(u) for a, u in sorted(new.items())}})
         except OSError as exc:
             log.warning("ledger %s not written (%s); kept in memory", self.path, exc)
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file and a rename: a crash leaves the old file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ledger-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

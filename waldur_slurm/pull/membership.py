@@ -79,9 +79,10 @@ def plan_membership(
                 plan.moved.append(resource.uuid)
         desired, notes = resource_users(teams[resource.uuid], by_user, ambiguous)
         plan.notes.extend(f"resource {resource.uuid}: {n}" for n in notes)
+        desired -= config.ignore_users
         current = work.users_of(account)
         to_add = sorted(desired - current)
-        ours = known | set((added_by_agent or {}).get(account, ()))
+        ours = (known | set((added_by_agent or {}).get(account, ()))) - config.ignore_users
         to_remove = sorted((current & ours) - desired)
         for user in to_add:
             work.join(user, account, resource.uuid)
@@ -89,6 +90,8 @@ def plan_membership(
             if work.bad_default(user):
                 work.prefer_default(user, account, resource.uuid)
         for user in to_remove:
+            if config.cancel_jobs_of_leaving_members:
+                work.cancel_pairs[(account, user)].add(resource.uuid)  # before the association goes
             work.leave(user, account, resource.uuid)
         if to_add:
             plan.added[resource.uuid] = to_add

@@ -49,6 +49,10 @@ class PlanConfig:
     # see waldur.client.Capabilities
     keeps_associations: bool = False
     allocation_after_approval: bool = False
+    cancel_jobs_of_leaving_members: bool = False
+    # SLURM_IGNORE_ACCOUNTS / SLURM_IGNORE_USERS: never added, removed or changed, accounts never adopted
+    ignore_accounts: frozenset[str] = frozenset()
+    ignore_users: frozenset[str] = frozenset()
 
     @classmethod
     def from_settings(cls, settings: Any, capabilities: Any = None) -> PlanConfig:
@@ -60,6 +64,9 @@ class PlanConfig:
             homedir_umask=int(settings.homedir_umask),
             keeps_associations=bool(capabilities and capabilities.keeps_associations),
             allocation_after_approval=bool(capabilities and capabilities.allocation_after_approval),
+            ignore_accounts=frozenset(getattr(settings, "ignore_accounts", ())),
+            ignore_users=frozenset(getattr(settings, "ignore_users", ())),
+            cancel_jobs_of_leaving_members=bool(getattr(settings, "cancel_jobs_of_leaving_members", False)),
         )
 
     @property

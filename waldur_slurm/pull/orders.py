@@ -47,6 +47,10 @@ def own_account(work: Work, resource_uuid: str, backend_id: str) -> tuple[str | 
     """
     backend_id = naming.normalise_backend_id(backend_id)
     marked = work.marked_for(resource_uuid)
+    ignored = work.config.ignore_accounts
+    for name in ([backend_id] if backend_id in marked else []) + marked[:1] + [backend_id]:
+        if name and name in ignored:
+            return None, f"account {name!r} is in SLURM_IGNORE_ACCOUNTS"
     if backend_id and backend_id in marked:
         return backend_id, None
     if marked:
@@ -54,9 +58,37 @@ def own_account(work: Work, resource_uuid: str, backend_id: str) -> tuple[str | 
     if backend_id and backend_id in work.accounts and not work.removed(backend_id):
         owner = naming.resource_owner(work.accounts[backend_id].description)
         if owner is None:
-            return backend_id, None
+            refusal = adoption_refusal(work, backend_id)
+            return (None, refusal) if refusal else (backend_id, None)
         return None, f"backend_id {backend_id!r} is the account of another resource ({owner})"
     return None, None
+
+
+def adoption_refusal(work: Work, name: str) -> str | None:
+    """Why an existing account the agent did not make for this resource may not become its account, or None.
+
+    Adopting hands the account to Waldur: its limits, users and, on Terminate, its removal. So never the
+    default account (or root), never an account above other accounts the agent manages (removing it would
+    take them along), never an account the operator told the agent to ignore.
+    """
+    cfg = work.config
+    if name in cfg.ignore_accounts:
+        return f"account {name!r} is in SLURM_IGNORE_ACCOUNTS: not adopted"
+    if name in ("root", cfg.default_account):
+        return f"account {name!r} is the default account (SLURM_DEFAULT_ACCOUNT): not adopted"
+    made = naming.owner_of(work.accounts[name].description) if name in work.accounts else None
+    if made is not None:
+        return f"account {name!r} is the agent's {made[0]} account of {made[1]}: not adopted"
+    todo, seen = [name], {name}
+    while todo:
+        for child in sorted(work.children_of(todo.pop())):
+            if child in seen:
+                continue
+            seen.add(child)
+            if naming.owner_of(work.accounts[child].description if child in work.accounts else "") is not None:
+                return f"account {name!r} is an ancestor of account {child!r}, which the agent manages: not adopted"
+            todo.append(child)
+    return None
 
 
 def _parent_account(work: Work, name: str, parent: str, description: str, organization: str,
@@ -89,7 +121,7 @@ def _movable(work: Work, project: str, customer: str) -> bool:
     """A project moved to another customer in Waldur: its account follows, when both it and the customer
     account it sits under are ours. Anything else was placed by hand and stays."""
     acc = work.accounts.get(project)
-    if acc is None or work.removed(project):
+    if acc is None or work.removed(project) or project in work.config.ignore_accounts:
         return False
     found = naming.owner_of(acc.description)
     current = work.parent_of(project)
@@ -134,6 +166,10 @@ def plan_create(plan: OrderPlan, work: Work, ctx: OrderContext) -> None:
         raise AgentMisconfigured(f"SLURM_DEFAULT_ACCOUNT {cfg.default_account!r} does not exist in SLURM")
 
     account, problem = own_account(work, resource_uuid, backend_id)
+    wanted = naming.normalise_backend_id(backend_id)
+    if account is None and wanted in work.accounts and naming.resource_owner(work.accounts[wanted].description) is None:
+        # the resource names an existing account the agent did not make: adopted only when allowed (above)
+        raise OrderInvalid(problem or f"account {wanted!r} cannot be adopted")
     if problem is not None and backend_id:
         plan.notes.append(problem + "; a new account is created")
     owner = order.uuid
@@ -164,6 +200,7 @@ def plan_create(plan: OrderPlan, work: Work, ctx: OrderContext) -> None:
 
     users, user_notes = resource_users(ctx.team, ctx.offering_users, ctx.ambiguous)
     plan.notes.extend(user_notes)
+    users -= cfg.ignore_users
     present = work.users_of(account)
     for user in sorted(users - present):
         work.join(user, account, owner)
@@ -238,6 +275,15 @@ def plan_terminate(plan: OrderPlan, work: Work, ctx: OrderContext) -> None:
         plan.notes.append(problem + ": not removed")
     owner = order.uuid
     parents: list[str] = []
+    kept = sorted(work.users_of(account) & cfg.ignore_users) if account is not None else []
+    if account is not None and kept:
+        # removing the account would remove their associations: it stays, with only theirs
+        plan.account = account
+        plan.notes.append(f"account {account} keeps the association(s) of {', '.join(kept)} (SLURM_IGNORE_USERS): "
+                          "the account is not removed and its jobs are not cancelled; its other users are removed")
+        for user in sorted(work.users_of(account) - cfg.ignore_users):
+            work.leave(user, account, owner)
+        account = None
     if account is not None:
         plan.account = account
         work.cancel_jobs(account, owner)
@@ -268,7 +314,7 @@ def _remove_empty_parents(work: Work, candidates: list[str], owner: str) -> None
         changed = False
         for name in candidates:
             acc = work.accounts.get(name)
-            if acc is None or work.removed(name):
+            if acc is None or work.removed(name) or name in work.config.ignore_accounts:
                 continue
             found = naming.owner_of(acc.description)
             if found is None or found[0] not in ("project", "customer"):

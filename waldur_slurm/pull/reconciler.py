@@ -55,7 +55,9 @@ from waldur_slurm.slurm.errors import (
     SlurmError,
     SlurmTransientError,
 )
-from waldur_slurm.slurm.ops import CreateHomedirs
+from waldur_slurm.slurm.ops import CancelUserJobs, CreateHomedirs
+from waldur_slurm.pull.enforcement_store import EnforcementStore
+from waldur_slurm.pull.enforcer import Enforcer
 from waldur_slurm.waldur.errors import (
     WaldurAuthError,
     WaldurError,
@@ -92,6 +94,7 @@ class PullReconciler:
         self.stuck = StuckOrders(settings.order_max_failed_cycles)
         state_dir = getattr(settings, "state_dir", None)
         self.ledger = Ledger(Path(state_dir) / "associations.json" if state_dir else None)
+        self.enforcer = Enforcer(self, EnforcementStore.in_dir(state_dir))
 
     # ------------------------------------------------------------------ helpers
     def _config(self) -> PlanConfig:
@@ -115,8 +118,11 @@ class PullReconciler:
     def run_cycle(self, dry_run: bool = False) -> CycleReport:
         report = CycleReport(kind="pull")
         start = self._counters()
+        self.enforcer.cycle_state = None
         try:
             self._cycle(report, dry_run)
+            if not report.unreachable:
+                self.enforcer.run(report, dry_run)
         finally:
             report.stuck = self.stuck.held_count
             self._finish(report, start)
@@ -141,6 +147,7 @@ class PullReconciler:
             report.deferred += len(orders)
             return
 
+        self.enforcer.cycle_state = state  # enforcement reuses it unless this cycle changes SLURM
         outcome = Outcomes()
         try:
             config = self._config()
@@ -167,6 +174,8 @@ class PullReconciler:
                 if not p.works:
                     self._pre_work(p, outcome, refreshed)
         workers = [p for p in plan.orders if p.works and not outcome.settled(p.order.uuid)]
+        if plan.ops:
+            self.enforcer.cycle_state = None
 
         # SLURM, in one batch; failures are isolated per order.
         ok = self._apply_slurm(plan, workers, outcome, config, resources, teams, offering_users)
@@ -381,6 +390,10 @@ class PullReconciler:
                 # A missing Linux user or an unwritable home never undoes the accounts.
                 log.warning("homedirs: %s", error)
                 continue
+            if isinstance(planned.op, CancelUserJobs):
+                # the removal that follows meets the jobs still running and waits for a later pass
+                log.warning("leaving members' jobs: %s", error)
+                continue
             log.warning("SLURM op failed: %s: %s", planned.describe(), error)
             failures.append((planned, error))
         return failures or None
@@ -495,6 +508,7 @@ class PullReconciler:
         owned = {naming.resource_owner(a.description) for a in state.accounts.values()}
         names = {n.lower() for n in state.accounts}
         managed = [r for r in resources if r.uuid in owned or (r.backend_id and r.backend_id.lower() in names)]
+        managed = self.enforcer.membership_filter(managed, report)
         teams: dict[str, list[TeamMember]] = {}
         try:
             offering_users = self.waldur.list_offering_users() if managed else []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -23,9 +23,19 @@ class SlurmAccount:
 
 
 @dataclass(frozen=True)
+class AccountControls:
+    grp_jobs: int | None = None  # None: no limit of its own
+    grp_submit_jobs: int | None = None
+    qos: tuple[str, ...] = ()  # empty: inherited from the parent
+    default_qos: str = ""  # empty: none of its own
+
+
+@dataclass(frozen=True)
 class SlurmState:
     accounts: dict[str, SlurmAccount]
     default_account: dict[str, str]  # user -> DefaultAccount ("" when it has none)
+    # account -> its own GrpJobs/GrpSubmitJobs/QOS (what enforcement changes and restores)
+    controls: dict[str, AccountControls] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -325,6 +325,90 @@ class SetDefaultAccount:
         return f"set default account {self.account} for user(s) {_short_list(self.users)}"
 
 
+# -1 is sacctmgr's "clear this limit" (the association then has none of its own).
+CLEAR = -1
+
+
+def _job_count(value: object, field_name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < CLEAR:
+        raise InvalidValue(field_name, value, "must be an integer >= 0, or -1 to clear the limit")
+    return value
+
+
+@dataclass(frozen=True)
+class SetJobLimits:
+    """Set the account associations' GrpJobs and/or GrpSubmitJobs (0 pauses, -1 clears, None: unchanged).
+
+    Grp limits of an account association bound every job of the account and its users; running jobs are
+    never stopped by them (measured on 22.05: see waldur_slurm/enforcement.py).
+    """
+
+    accounts: tuple[str, ...]
+    grp_jobs: int | None = None
+    grp_submit_jobs: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "accounts", _names(self.accounts, validate_account, "account"))
+        if self.grp_jobs is None and self.grp_submit_jobs is None:
+            raise InvalidValue("GrpJobs", None, "GrpJobs or GrpSubmitJobs must be given")
+        if self.grp_jobs is not None:
+            _job_count(self.grp_jobs, "GrpJobs")
+        if self.grp_submit_jobs is not None:
+            _job_count(self.grp_submit_jobs, "GrpSubmitJobs")
+        if "root" in self.accounts:
+            raise InvalidValue("account", "root", "the root account's limits are never changed")
+
+    def settings_text(self) -> str:
+        parts = []
+        if self.grp_jobs is not None:
+            parts.append(f"GrpJobs={self.grp_jobs}")
+        if self.grp_submit_jobs is not None:
+            parts.append(f"GrpSubmitJobs={self.grp_submit_jobs}")
+        return " ".join(parts)
+
+    def describe(self) -> str:
+        return f"set {self.settings_text()} on account(s) {_short_list(self.accounts)}"
+
+
+@dataclass(frozen=True)
+class AddQos:
+    """Create a QoS (no limits: the operator sets them); "Nothing new added" when it exists."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        validate_account(self.name, "qos")
+
+    def describe(self) -> str:
+        return f"create QoS {self.name} if missing"
+
+
+@dataclass(frozen=True)
+class SetAccountQos:
+    """Set the account associations' QOS list (empty: inherit the parent's) and, unless None, DefaultQOS
+    ("" clears it). User associations without a QOS of their own inherit the account's."""
+
+    accounts: tuple[str, ...]
+    qos: tuple[str, ...]
+    default_qos: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "accounts", _names(self.accounts, validate_account, "account"))
+        qos = tuple(validate_account(q, "qos") for q in self.qos)
+        object.__setattr__(self, "qos", tuple(dict.fromkeys(qos)))
+        if self.default_qos:
+            validate_account(self.default_qos, "default_qos")
+            if self.qos and self.default_qos not in self.qos:
+                raise InvalidValue("default_qos", self.default_qos, f"must be one of the QOS list {list(self.qos)}")
+        if "root" in self.accounts:
+            raise InvalidValue("account", "root", "the root account's QOS is never changed")
+
+    def describe(self) -> str:
+        qos = ",".join(self.qos) or "(inherited)"
+        extra = "" if self.default_qos is None else f" DefaultQOS={self.default_qos or '(none)'}"
+        return f"set QOS={qos}{extra} on account(s) {_short_list(self.accounts)}"
+
+
 @dataclass(frozen=True)
 class CancelJobs:
     """Cancel every pending/running job charged to these accounts (one scancel)."""
@@ -336,6 +420,28 @@ class CancelJobs:
 
     def describe(self) -> str:
         return f"cancel the jobs of account(s) {_short_list(self.accounts)}"
+
+
+@dataclass(frozen=True)
+class CancelUserJobs:
+    """Cancel the pending/running jobs of each (account, user) pair: members leaving an account.
+
+    scancel takes one account and one user per call, so the pairs run through ONE shell (one process, one
+    docker exec); a failing pair is reported by name (``wsa-scancel-failed``) and the rest go on.
+    """
+
+    pairs: tuple[tuple[str, str], ...]
+
+    def __post_init__(self) -> None:
+        pairs = tuple(dict.fromkeys((validate_account(a, "account"), validate_user(u, "user")) for a, u in self.pairs))
+        if not pairs:
+            raise InvalidValue("pairs", self.pairs, "must not be empty")
+        object.__setattr__(self, "pairs", pairs)
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{u} in {a}" for a, u in self.pairs[:8])
+        more = f", ... ({len(self.pairs)} total)" if len(self.pairs) > 8 else ""
+        return f"cancel the jobs of {shown}{more}"
 
 
 @dataclass(frozen=True)
@@ -354,4 +460,4 @@ class CreateHomedirs:
         return f"create home directories (umask {self.umask}) for user(s) {_short_list(self.users)}"
 
 
-Op = AddAccounts | AddAccountsDescribed | RemoveAccounts | AddUsers | RemoveUsers | MoveAccounts | SetLimits | SetDefaultAccount | CancelJobs | CreateHomedirs
+Op = AddAccounts | AddAccountsDescribed | RemoveAccounts | AddUsers | RemoveUsers | MoveAccounts | SetLimits | SetDefaultAccount | SetJobLimits | AddQos | SetAccountQos | CancelJobs | CancelUserJobs | CreateHomedirs

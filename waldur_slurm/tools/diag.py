@@ -77,8 +77,10 @@ def waldur_checks(settings: Settings, waldur: Any) -> list[Check]:
     from waldur_slurm.waldur.errors import WaldurAuthError, WaldurNotFound
 
     checks: list[Check] = []
+    from waldur_slurm.tools.enforcement_diag import NAME as ENFORCEMENT, enforcement_check
+
     names = ("Waldur API reachable", "API token valid", "offering exists and can be managed",
-             "offering components match the TRES file", "orders")
+             "offering components match the TRES file", "orders", ENFORCEMENT)
 
     def skipped(reason: str) -> list[Check]:
         return checks + [Check(name, False, f"skipped: {reason}") for name in names[len(checks):]]
@@ -145,13 +147,14 @@ def waldur_checks(settings: Settings, waldur: Any) -> list[Check]:
         counts = {state: sum(1 for o in orders if o.state == state) for state in ORDER_STATES}
     except Exception as exc:
         checks.append(Check(names[4], False, f"cannot list orders: {_reason(exc)}"))
-        return checks
-    summary = ", ".join(f"{n} {state}" for state, n in counts.items())
-    stalled = stalled_orders(orders, settings, dt.datetime.now(dt.timezone.utc))
-    if stalled:
-        checks.append(Check(names[4], False, f"{summary}; without progress: " + "; ".join(stalled)))
     else:
-        checks.append(Check(names[4], True, summary))
+        summary = ", ".join(f"{n} {state}" for state, n in counts.items())
+        stalled = stalled_orders(orders, settings, dt.datetime.now(dt.timezone.utc))
+        if stalled:
+            checks.append(Check(names[4], False, f"{summary}; without progress: " + "; ".join(stalled)))
+        else:
+            checks.append(Check(names[4], True, summary))
+    checks.append(Check(names[5], *enforcement_check(settings, waldur)))
     return checks
 
 

@@ -396,6 +396,7 @@ class TaskStats:
     slurm_processes: int = 0
     http_requests: int = 0
     stuck: int = 0  # orders given up and held, as of the last cycle
+    enforced: dict[str, int] | None = None  # accounts under each Waldur 8 flag, as of the last enforcement
 
 
 @dataclass
@@ -426,6 +427,8 @@ class Metrics:
             stats.slurm_processes += report.slurm_processes
             stats.http_requests += report.http_requests
             stats.stuck = report.stuck
+            if report.enforced is not None:
+                stats.enforced = dict(report.enforced)
             if not report.progressed:
                 stats.cycles_unreachable += 1
                 stats.last_error = "; ".join(report.unreachable)
@@ -490,6 +493,10 @@ class Metrics:
             metric("waldur_slurm_stuck_orders", "gauge",
                    "Orders given up after WALDUR_ORDER_MAX_FAILED_CYCLES failing cycles and held (not marked erred).",
                    [({"task": n}, s.stuck) for n, s in items if n == "pull"])
+            metric("waldur_slurm_enforced_accounts", "gauge",
+                   "Accounts the agent holds paused, downscaled or with member access restricted (Waldur 8 flags).",
+                   [({"flag": flag}, count) for n, s in items if s.enforced is not None
+                    for flag, count in sorted(s.enforced.items())])
         lines: list[str] = []
         for name, kind, help_, samples in rows:
             lines.append(f"# HELP {name} {help_}")

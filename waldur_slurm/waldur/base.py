@@ -60,6 +60,7 @@ ORDER_FIELDS = (
 )  # fmt: skip
 RESOURCE_FIELDS = (
     "uuid", "name", "state", "backend_id", "limits", "offering_uuid", "project_uuid", "customer_uuid", "resource_uuid",
+    "paused", "downscaled", "restrict_member_access",  # Waldur 8 enforcement flags (the 2024 server shows them false)
 )  # fmt: skip
 OFFERING_USER_FIELDS = ("uuid", "user_uuid", "user", "username", "state", "offering_uuid", "user_username", "is_restricted")
 COMPONENT_USAGE_FIELDS = ("uuid", "resource_uuid", "type", "usage", "billing_period")
@@ -99,12 +100,16 @@ class Capabilities:
     allocation_after_approval: bool
     # A usage report's ``date`` files it under that month (8.x); the 2024 server ignores it (current month).
     backdated_usage: bool
+    # Resources carry paused/downscaled/restrict_member_access that staff set (8.x); 2024 shows them, always false.
+    resource_flags: bool
 
 
 CAPABILITIES = {
-    FLAVOUR_8: Capabilities(era="8.x", keeps_associations=False, allocation_after_approval=False, backdated_usage=True),
+    FLAVOUR_8: Capabilities(era="8.x", keeps_associations=False, allocation_after_approval=False, backdated_usage=True,
+                            resource_flags=True),
     FLAVOUR_2024: Capabilities(
-        era="2024 (marketplace-slurm-remote)", keeps_associations=True, allocation_after_approval=True, backdated_usage=False
+        era="2024 (marketplace-slurm-remote)", keeps_associations=True, allocation_after_approval=True, backdated_usage=False,
+        resource_flags=False,
     ),
 }
 

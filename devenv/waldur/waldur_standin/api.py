@@ -113,6 +113,9 @@ class Api:
                 web.post(pr + "set_state_ok/", self.resource_set_state_ok),
                 web.post(pr + "set_as_erred/", self.resource_set_as_erred),
                 web.post(pr + "refresh_last_sync/", self.resource_refresh_last_sync),
+                web.post(pr + "set_paused/", self._resource_flag("paused")),
+                web.post(pr + "set_downscaled/", self._resource_flag("downscaled")),
+                web.post(pr + "set_restrict_member_access/", self._resource_flag("restrict_member_access")),
                 web.post(cu + "set_user_usages/", self.set_user_usages),
             ]
             rs += [web.post(ou + action + "/", self._ou_action(action)) for action in Store.OU_ACTIONS]
@@ -396,6 +399,27 @@ class Api:
         res["last_sync"] = self.s.now_iso()
         return empty_response(200)
 
+    def _resource_flag(self, flag: str) -> Handler:
+        """8.x ``set_paused`` / ``set_downscaled`` / ``set_restrict_member_access``: "Requires staff permissions"
+        (the schema); the body's boolean is DRF's BooleanField (also "true"/"false", 1/0)."""
+
+        async def handler(request: web.Request) -> web.Response:
+            user = self.user(request)
+            res = self._resource(request, user)
+            if not user["is_staff"]:
+                raise ApiError(403, PERMISSION_DENIED)
+            body = await read_json(request)
+            if flag not in body:
+                raise ApiError(400, {flag: ["This field is required."]})
+            value = _drf_boolean(body[flag])
+            if value is None:
+                raise ApiError(400, {flag: ["Must be a valid boolean."]})
+            res[flag] = value
+            self.s._touch(res)
+            return json_response({"status": f"Resource {flag} flag has been updated."})
+
+        return handler
+
     async def resource_team(self, request: web.Request) -> web.Response:
         user = self.user(request)
         res = self._resource(request, user)
@@ -673,6 +697,20 @@ class Api:
                 if username is None or uu["username"] == username:
                     out.append(uu)
         return paginated(request, out, self.r(request).user_usage)
+
+
+def _drf_boolean(value: Any) -> bool | None:
+    """DRF's BooleanField.to_internal_value: its true/false spellings, None for anything else."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        if value in ("true", "True", "TRUE", "on", "On", "ON", "yes", "Yes", "YES", "y", "Y", "1"):
+            return True
+        if value in ("false", "False", "FALSE", "off", "Off", "OFF", "no", "No", "NO", "n", "N", "0"):
+            return False
+    return None
 
 
 def _required_text(body: dict[str, Any], name: str) -> str:

@@ -18,6 +18,7 @@ the code under test sent to ``/api/``.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import ssl
 import threading
 from typing import Any
@@ -46,6 +47,7 @@ class StandIn:
         self.provider_user_uuid = ""
         self.provider_customer_uuid = ""
         self._http: httpx.Client | None = None
+        self._staff_token: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> StandIn:
@@ -120,6 +122,18 @@ class StandIn:
             body["token"] = token
         result: dict[str, Any] = self.control("POST", "users", body)
         return result
+
+    def set_resource_flag(self, resource_uuid: str, flag: str, value: bool, *, token: str | None = None) -> int:
+        """POST the 8.x staff action ``set_<flag>`` through the served API (a staff user is made on first use);
+        returns the HTTP status."""
+        assert self._http is not None, "StandIn is not started"
+        if token is None:
+            if self._staff_token is None:
+                self._staff_token = self.add_user(f"staff-{secrets.token_hex(3)}", is_staff=True)["token"]
+            token = self._staff_token
+        resp = self._http.post(f"/api/marketplace-provider-resources/{resource_uuid}/set_{flag}/",
+                               json={flag: value}, headers={"Authorization": f"Token {token}"})
+        return resp.status_code
 
     def expire_token(self, user_uuid: str, expired: bool = True) -> None:
         self.control("POST", f"users/{user_uuid}/token", {"expired": expired})
@@ -332,6 +346,7 @@ class StandIn:
     def reset(self) -> None:
         """Forget everything (state, log, faults) and recreate the provider owner and customer."""
         self.control("POST", "reset")
+        self._staff_token = None
         provider = self.add_user("provider-owner", full_name="Provider Owner")
         self.provider_token = provider["token"]
         self.provider_user_uuid = provider["uuid"]

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Iterable, Iterator, Mapping, Sequence
 
@@ -26,6 +27,7 @@ from ..errors import (
 )
 from ..model import JobRecord, OpResult, SlurmState
 from . import render
+from .controls import controls_command, parse_controls
 from .output import DefaultAccountInUse, first_error_line, section_error
 from .render import MAX_ACCOUNTS_ARG, chunk_names, load_parents, removal_lines, track_defaults
 from .executor import CommandResult, Executor
@@ -33,6 +35,7 @@ from ..ops import (
     AddAccounts,
     AddAccountsDescribed,
     CancelJobs,
+    CancelUserJobs,
     CreateHomedirs,
     MoveAccounts,
     Op,
@@ -176,13 +179,15 @@ class SlurmClient:
         are account records without an association on the cluster (orphans left behind
         when their parent was removed)."""
         where = f" where cluster={self.cluster}" if self.cluster else ""
-        accounts_out, users_out = self._sacctmgr_read(
+        accounts_out, users_out, controls_out = self._sacctmgr_read(
             [
                 f"list account withassoc {WITHOUT_PARENT_LIMITS}{where} format={STATE_ACCOUNT_FORMAT}",
                 "list user format=user,defaultaccount",
+                controls_command(self.cluster),
             ]
         )
         state = parse_state(accounts_out, users_out, cluster=self.cluster)
+        state = replace(state, controls=parse_controls(controls_out, cluster=self.cluster))
         self._parents = {name: acc.parent for name, acc in state.accounts.items()}
         self._parents_at = time.monotonic()
         self._defaults = dict(state.default_account)
@@ -291,6 +296,8 @@ class SlurmClient:
                 self._remember(op, results[-1].ok)
             elif isinstance(op, CancelJobs):
                 results.append(self._apply_simple(op, render.argv(op)))
+            elif isinstance(op, CancelUserJobs):
+                results.append(self._apply_reported(op, render.argv(op), "wsa-scancel-failed "))
             elif isinstance(op, CreateHomedirs):
                 results.append(self._apply_homedirs(op))
             else:
@@ -452,6 +459,16 @@ class SlurmClient:
         if result.exit_code == 0:
             return OpResult(op, True, output=text)
         return OpResult(op, False, error=SlurmCommandError(argv, result.exit_code, result.stdout, result.stderr), output=text)
+
+    def _apply_reported(self, op: Op, argv: list[str], marker: str) -> OpResult:
+        """A shell loop that names each item it failed on with ``marker``: failed when any did."""
+        result = self._run(argv)
+        text = result.stdout + result.stderr
+        failed = [line[len(marker):] for line in result.stdout.splitlines() if line.startswith(marker)]
+        if result.exit_code != 0 or failed:
+            msg = f"failed for {'; '.join(failed)}" if failed else None
+            return OpResult(op, False, error=SlurmCommandError(argv, result.exit_code, result.stdout, result.stderr, msg), output=text)
+        return OpResult(op, True, output=text)
 
     def _apply_homedirs(self, op: CreateHomedirs) -> OpResult:
         argv = render.argv(op)

@@ -15,6 +15,7 @@ from .parsing import is_already
 _SUCCESS_MARKERS = (
     " Adding Account(s)",
     " Adding User(s)",
+    " Adding QOS(s)",
     " Associations =",
     " Modified account associations",
     " Modified accounts",

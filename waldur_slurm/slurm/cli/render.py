@@ -10,7 +10,12 @@ import re
 from collections.abc import Mapping
 
 from waldur_slurm.slurm.ops import (
+    CLEAR,
     AddAccounts,
+    AddQos,
+    CancelUserJobs,
+    SetAccountQos,
+    SetJobLimits,
     AddAccountsDescribed,
     AddAccountTree,
     AddUsers,
@@ -31,7 +36,10 @@ from waldur_slurm.slurm.ops import (
 # Linux refuses a single argv string above 128 KiB (MAX_ARG_STRLEN).
 MAX_ACCOUNTS_ARG = 100_000
 
-SACCTMGR_OPS = (AddAccounts, RemoveAccounts, MoveAccounts, AddUsers, RemoveUsers, SetLimits, SetDefaultAccount)
+SACCTMGR_OPS = (
+    AddAccounts, RemoveAccounts, MoveAccounts, AddUsers, RemoveUsers, SetLimits, SetDefaultAccount, SetJobLimits, AddQos,
+    SetAccountQos,
+)
 
 
 def is_sacctmgr(op: Op) -> bool:
@@ -73,6 +81,15 @@ def sacctmgr_lines(op: Op, cluster: str | None) -> list[str]:
             return [f"modify account where name={','.join(op.accounts)}{c} set GrpTRESMins={format_limits(op.limits)}"]
         case SetDefaultAccount():
             return [f"modify user where name={','.join(op.users)}{c} set DefaultAccount={op.account}"]
+        case SetJobLimits():
+            return [f"modify account where name={','.join(op.accounts)}{c} set {op.settings_text()}"]
+        case AddQos():
+            return [f"add qos {op.name}"]  # QoS are global: no cluster option
+        case SetAccountQos():
+            line = f"modify account where name={','.join(op.accounts)}{c} set qos={','.join(op.qos)}"
+            if op.default_qos is not None:
+                line += f" defaultqos={op.default_qos or CLEAR}"
+            return [line]
     raise TypeError(f"{type(op).__name__} is not a sacctmgr batch op")
 
 
@@ -107,10 +124,15 @@ def load_file(op: AddAccountsDescribed, cluster: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def argv(op: CancelJobs | CreateHomedirs) -> list[str]:
+def argv(op: CancelJobs | CancelUserJobs | CreateHomedirs) -> list[str]:
     """The argv of an op that runs as its own process."""
     if isinstance(op, CancelJobs):
         return ["scancel", f"--account={','.join(op.accounts)}"]
+    if isinstance(op, CancelUserJobs):
+        # scancel takes one account and one user per call: one shell runs them all; a failing pair is named
+        script = ('while [ $# -gt 1 ]; do scancel --account="$1" --user="$2" || echo "wsa-scancel-failed $1 $2"; '
+                  'shift 2; done')
+        return ["sh", "-c", script, "sh", *(x for pair in op.pairs for x in pair)]
     # One shell for all users; a failing user is reported by name and the rest go on.
     script = 'm=$1; shift; for u; do mkhomedir_helper "$u" "$m" || echo "wsa-homedir-failed $u $?"; done'
     return ["sh", "-c", script, "sh", op.umask, *op.users]
