@@ -80,6 +80,14 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, (SlurmTransientError, WaldurTransientError))
 
 
+def team_readers(resources: Sequence[Resource]) -> dict[str, str]:
+    """resource uuid -> the resource whose team is read for it. Waldur's team of a resource is its project's
+    users with their logins in the resource's offering (one offering here), so one read per project serves
+    all of the project's resources; a resource without a project uuid is read on its own."""
+    first: dict[str, str] = {}
+    return {r.uuid: first.setdefault(r.project_uuid or r.uuid, r.uuid) for r in resources}
+
+
 class PullReconciler:
     """``run_cycle`` processes orders; ``run_membership`` keeps associations in line with teams."""
 
@@ -512,7 +520,10 @@ class PullReconciler:
             report.unreachable.append(f"Waldur unreachable: offering users not listed: {exc}")
             report.deferred = len(resources)
             return
-        for uuid, team in self.waldur.teams([r.uuid for r in managed], workers=self.settings.read_concurrency).items():
+        readers = team_readers(managed)
+        read = self.waldur.teams(sorted(set(readers.values())), workers=self.settings.read_concurrency)
+        for uuid, reader in readers.items():
+            team = read[reader]
             if isinstance(team, list):
                 teams[uuid] = team
             else:
