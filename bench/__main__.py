@@ -47,6 +47,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fresh-world", action="store_true",
                    help="--mastermind: build new worlds instead of reusing the kept ones (bench/results/mastermind-worlds)")
     p.add_argument("--no-baseline", action="store_true", help="--mastermind: skip the original's per-account reads")
+    p.add_argument("--build-only", action="store_true",
+                   help="--mastermind: build (or check) the kept worlds of every --n and measure nothing")
     p.add_argument("--push-n", type=_ints, help="comma-separated N for the push world (default 100,1000,3000)")
     p.add_argument("--pull-n", type=_ints, help="comma-separated N for the pull orders (default 10,100,300)")
     p.add_argument("--docker-push-n", type=_ints, help="push N also run in docker mode (default 1000)")
@@ -118,7 +120,8 @@ def main_mastermind(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
         log(f"mastermind run, N={args.n} -> {out_dir}")
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-        runner = MMRunner(args.n, args.runs or 1, out_dir, fresh=args.fresh_world, baseline=not args.no_baseline)
+        runner = MMRunner(args.n, args.runs or 1, out_dir, fresh=args.fresh_world, baseline=not args.no_baseline,
+                          build_only=args.build_only)
         try:
             results = runner.run()
         except SystemExit:

@@ -84,13 +84,14 @@ def access_summary(entries: list[tuple[str, str, int, str]]) -> dict[str, Any]:
 
 class MMRunner:
     def __init__(self, ns: list[int], runs: int, out_dir: Path, *, fresh: bool = False, baseline: bool = True,
-                 restore: int = RESTORE) -> None:
+                 restore: int = RESTORE, build_only: bool = False) -> None:
         self.ns = ns
         self.runs = runs
         self.out_dir = out_dir
         self.fresh = fresh
         self.baseline = baseline
         self.restore = restore
+        self.build_only = build_only
         self.results: dict[str, Any] = {"meta": {}, "rows": [], "baseline": [], "setup": [], "errors": [],
                                         "notes": []}
         self.access = AccessLog()
@@ -130,6 +131,9 @@ class MMRunner:
             self.results["setup"].append({"n": n, "new": True, **world.build})
         else:
             self.results["setup"].append({"n": n, "new": False, "built": world.built, **world.build})
+        if self.build_only:
+            self.results["notes"].append(f"N={n}: world {world.tag} built or checked; nothing measured (--build-only)")
+            return
         if new:
             self.sample(world, "push_cold", ("push",), check_cold=True)
         else:
@@ -230,12 +234,14 @@ class MMRunner:
         chosen = [accounts[int(i * step)] for i in range(size)]
         path = self.out_dir / f"baseline-accounts-{world.n}.txt"
         path.write_text("\n".join(chosen) + "\n")
-        out: dict[str, Any] = run_json([PYTHON, "-m", "bench.baseline_original", str(path)], child_env({}),
+        env = {k: v for k, v in world.env("push").items() if k.startswith("WALDUR_")}
+        out: dict[str, Any] = run_json([PYTHON, "-m", "bench.baseline_original", str(path), "--http"], child_env(env),
                                        timeout=WORKER_TIMEOUT)
         out.update(n=world.n, extrapolated=size < world.n, wall_for_n=round(out["per_account"] * world.n, 2),
-                   processes_for_n=4 * world.n)
+                   http_wall_for_n=round(out["http_per_account"] * world.n, 2), processes_for_n=4 * world.n)
         self.results["baseline"].append(out)
-        log(f"baseline N={world.n}: {size} accounts in {out['wall']:.1f} s -> {out['wall_for_n']:.0f} s for {world.n}")
+        log(f"baseline N={world.n}: {size} accounts: SLURM reads {out['wall']:.1f} s, HTTP reads {out['http_wall']:.1f} s "
+            f"({out['http_requests']} requests) -> {out['wall_for_n'] + out['http_wall_for_n']:.0f} s for {world.n}")
 
 
 def _default_accounts(users: list[str]) -> dict[str, str]:
