@@ -47,6 +47,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fresh-world", action="store_true",
                    help="--mastermind: build new worlds instead of reusing the kept ones (bench/results/mastermind-worlds)")
     p.add_argument("--no-baseline", action="store_true", help="--mastermind: skip the original's per-account reads")
+    p.add_argument("--merge", type=Path, nargs="+", metavar="RESULTS_JSON",
+                   help="--mastermind: one report from several runs' results.json (for each N, the last file that has it)")
     p.add_argument("--build-only", action="store_true",
                    help="--mastermind: build (or check) the kept worlds of every --n and measure nothing")
     p.add_argument("--push-n", type=_ints, help="comma-separated N for the push world (default 100,1000,3000)")
@@ -109,12 +111,17 @@ def publish_section(section: str, begin: str, end: str) -> None:
 
 
 def main_mastermind(args: argparse.Namespace) -> int:
-    from .mastermind import MMRunner, default_out
+    from .mastermind import MMRunner, default_out, merge
     from .mm_report import markdown, targets
 
     if args.report_only:
         results = json.loads(args.report_only.read_text())
         out_dir = args.report_only.parent
+    elif args.merge:
+        results = merge([json.loads(p.read_text()) for p in args.merge])
+        out_dir = args.out or default_out()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     else:
         out_dir = args.out or default_out()
         out_dir.mkdir(parents=True, exist_ok=True)

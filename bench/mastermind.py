@@ -263,6 +263,26 @@ def _merge_latency(parts: list[dict[str, dict[str, float]]]) -> dict[str, dict[s
     return out
 
 
+def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs as one report: for each N, the rows, baseline and setup of the last run that measured it;
+    every run's meta is kept (``meta["runs_merged"]``)."""
+    out: dict[str, Any] = {"meta": {}, "rows": [], "baseline": [], "setup": [], "errors": [], "notes": []}
+    owner: dict[int, int] = {}
+    for i, run in enumerate(runs):
+        for row in run["rows"]:
+            owner[row["n"]] = i
+    for i, run in enumerate(runs):
+        mine = {n for n, j in owner.items() if j == i}
+        out["rows"] += [r for r in run["rows"] if r["n"] in mine]
+        out["baseline"] += [b for b in run.get("baseline", []) if b["n"] in mine]
+        out["setup"] += [s for s in run.get("setup", []) if s["n"] in mine]
+        out["errors"] += run.get("errors", [])
+        out["notes"] += [f"{x} (run {run['meta'].get('started', '?')})" for x in run.get("notes", [])]
+    merged = [{**r["meta"], "n": sorted(n for n, j in owner.items() if j == i)} for i, r in enumerate(runs)]
+    out["meta"] = {**runs[-1]["meta"], "runs_merged": [m for m in merged if m["n"]]}
+    return out
+
+
 def default_out() -> Path:
     return REPO / "bench" / "results" / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-mastermind"
 

@@ -106,13 +106,17 @@ def _verdict(ok: bool | None) -> str:
 def markdown(results: dict[str, Any]) -> str:
     rows = summaries(results)
     meta = results.get("meta", {})
-    m = meta.get("machine", {})
-    lines = [
-        f"Run {meta.get('started', '?')} (`bench/run --mastermind`, {meta.get('runs', '?')} run(s) per row, "
-        f"{meta.get('duration_s', '?')} s in total), commit {m.get('git', '?')}; {m.get('cpus', '?')} CPUs, "
-        f"{m.get('mem_gib', '?')} GiB RAM, {m.get('slurm', '?')}, Python {m.get('python', '?')}; the real Oct-2024 "
-        f"Mastermind at {meta.get('server', '?')} (3 gunicorn workers), shared with other test sessions.",
-        "",
+    lines = []
+    for one in meta.get("runs_merged") or [meta]:
+        m = one.get("machine", {})
+        which = f" (N={', '.join(map(str, one['n']))})" if "n" in one else ""
+        lines.append(
+            f"Run {one.get('started', '?')}{which} (`bench/run --mastermind`, {one.get('runs', '?')} run(s) per row, "
+            f"{one.get('duration_s', '?')} s in total), commit {m.get('git', '?')}; {m.get('cpus', '?')} CPUs, "
+            f"{m.get('mem_gib', '?')} GiB RAM, {m.get('slurm', '?')}, Python {m.get('python', '?')}; the real Oct-2024 "
+            f"Mastermind at {one.get('server', '?')} (3 gunicorn workers), shared with other test sessions.")
+        lines.append("")
+    lines += [
         "#### Targets",
         "",
         "| target | limit | measured | verdict |",
