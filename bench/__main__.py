@@ -49,6 +49,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-baseline", action="store_true", help="--mastermind: skip the original's per-account reads")
     p.add_argument("--merge", type=Path, nargs="+", metavar="RESULTS_JSON",
                    help="--mastermind: one report from several runs' results.json (for each N, the last file that has it)")
+    p.add_argument("--scenarios", type=lambda t: {x for x in t.split(",") if x},
+                   help="--mastermind: only these of push_nochange,push_changed,pull_idle_membership,restore,baseline "
+                        "(default all; a new world always has its cold push measured)")
     p.add_argument("--build-only", action="store_true",
                    help="--mastermind: build (or check) the kept worlds of every --n and measure nothing")
     p.add_argument("--push-n", type=_ints, help="comma-separated N for the push world (default 100,1000,3000)")
@@ -128,7 +131,7 @@ def main_mastermind(args: argparse.Namespace) -> int:
         log(f"mastermind run, N={args.n} -> {out_dir}")
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         runner = MMRunner(args.n, args.runs or 1, out_dir, fresh=args.fresh_world, baseline=not args.no_baseline,
-                          build_only=args.build_only)
+                          build_only=args.build_only, scenarios=args.scenarios)
         try:
             results = runner.run()
         except SystemExit:

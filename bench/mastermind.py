@@ -54,6 +54,8 @@ LABELS = {
     "restore": "membership pass restoring users' associations",
 }
 ORDER = list(LABELS)
+# what --scenarios may name (push_cold runs whenever a world is new)
+SCENARIOS = ("push_nochange", "push_changed", "pull_idle_membership", "restore", "baseline")
 _UUID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}")
 _WRITE = ("POST", "PUT", "PATCH", "DELETE")
 
@@ -84,7 +86,7 @@ def access_summary(entries: list[tuple[str, str, int, str]]) -> dict[str, Any]:
 
 class MMRunner:
     def __init__(self, ns: list[int], runs: int, out_dir: Path, *, fresh: bool = False, baseline: bool = True,
-                 restore: int = RESTORE, build_only: bool = False) -> None:
+                 restore: int = RESTORE, build_only: bool = False, scenarios: set[str] | None = None) -> None:
         self.ns = ns
         self.runs = runs
         self.out_dir = out_dir
@@ -92,6 +94,7 @@ class MMRunner:
         self.baseline = baseline
         self.restore = restore
         self.build_only = build_only
+        self.scenarios = scenarios or set(SCENARIOS)
         self.results: dict[str, Any] = {"meta": {}, "rows": [], "baseline": [], "setup": [], "errors": [],
                                         "notes": []}
         self.access = AccessLog()
@@ -134,22 +137,23 @@ class MMRunner:
         if self.build_only:
             self.results["notes"].append(f"N={n}: world {world.tag} built or checked; nothing measured (--build-only)")
             return
+        want = self.scenarios
         if new:
             self.sample(world, "push_cold", ("push",), check_cold=True)
         else:
             self.results["notes"].append(f"N={n}: a kept world (built {world.built}): its cold push was measured when "
                                          "it was built; not repeatable")
-        for _ in range(self.runs):
+        for _ in range(self.runs if "push_nochange" in want else 0):
             self.sample(world, "push_nochange", ("push",))
-        for run in range(self.runs):
+        for run in range(self.runs if "push_changed" in want else 0):
             log(f"N={n}: one more job in each of the {n} accounts (run {run + 1})")
             mm_world.submit_and_wait(world)
             self.sample(world, "push_changed", ("push",))
-        for _ in range(self.runs):
+        for _ in range(self.runs if "pull_idle_membership" in want else 0):
             self.sample(world, "pull_idle_membership", ("pull", "membership"), direction="pull")
-        for _ in range(self.runs):
+        for _ in range(self.runs if "restore" in want else 0):
             self.restore_sample(world)
-        if self.baseline:
+        if self.baseline and "baseline" in want:
             self.baseline_row(world)
 
     def sample(self, world: mm_world.MMWorld, scenario: str, cycles: tuple[str, ...], *, direction: str = "push",
@@ -264,22 +268,29 @@ def _merge_latency(parts: list[dict[str, dict[str, float]]]) -> dict[str, dict[s
 
 
 def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Several runs as one report: for each N, the rows, baseline and setup of the last run that measured it;
-    every run's meta is kept (``meta["runs_merged"]``)."""
+    """Several runs as one report: for each (N, scenario) the rows of the last run that measured it, for each N
+    the last baseline and the first setup (the build); every run's meta is kept (``meta["runs_merged"]``)."""
     out: dict[str, Any] = {"meta": {}, "rows": [], "baseline": [], "setup": [], "errors": [], "notes": []}
-    owner: dict[int, int] = {}
-    for i, run in enumerate(runs):
+    rows: dict[tuple[int, str], dict[str, Any]] = {}
+    base: dict[int, dict[str, Any]] = {}
+    setup: dict[int, dict[str, Any]] = {}
+    merged = []
+    for run in runs:
         for row in run["rows"]:
-            owner[row["n"]] = i
-    for i, run in enumerate(runs):
-        mine = {n for n, j in owner.items() if j == i}
-        out["rows"] += [r for r in run["rows"] if r["n"] in mine]
-        out["baseline"] += [b for b in run.get("baseline", []) if b["n"] in mine]
-        out["setup"] += [s for s in run.get("setup", []) if s["n"] in mine]
+            rows[(row["n"], row["scenario"])] = row
+        for b in run.get("baseline", []):
+            base[b["n"]] = b
+        for s in run.get("setup", []):
+            if s.get("new") or s["n"] not in setup:
+                setup[s["n"]] = s
         out["errors"] += run.get("errors", [])
         out["notes"] += [f"{x} (run {run['meta'].get('started', '?')})" for x in run.get("notes", [])]
-    merged = [{**r["meta"], "n": sorted(n for n, j in owner.items() if j == i)} for i, r in enumerate(runs)]
-    out["meta"] = {**runs[-1]["meta"], "runs_merged": [m for m in merged if m["n"]]}
+        scenarios = sorted({f"{r['scenario']} N={r['n']}" for r in run["rows"]})
+        merged.append({**run["meta"], "scenarios": scenarios})
+    out["rows"] = list(rows.values())
+    out["baseline"] = list(base.values())
+    out["setup"] = list(setup.values())
+    out["meta"] = {**runs[-1]["meta"], "runs_merged": [m for m in merged if m["scenarios"]]}
     return out
 
 

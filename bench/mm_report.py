@@ -109,7 +109,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines = []
     for one in meta.get("runs_merged") or [meta]:
         m = one.get("machine", {})
-        which = f" (N={', '.join(map(str, one['n']))})" if "n" in one else ""
+        which = f" ({', '.join(one['scenarios'])})" if one.get("scenarios") else ""
         lines.append(
             f"Run {one.get('started', '?')}{which} (`bench/run --mastermind`, {one.get('runs', '?')} run(s) per row, "
             f"{one.get('duration_s', '?')} s in total), commit {m.get('git', '?')}; {m.get('cpus', '?')} CPUs, "
