@@ -309,9 +309,11 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 setup[s["n"]] = s
         out["errors"] += run.get("errors", [])
         out["notes"] += [f"{x} (run {run['meta'].get('started', '?')})" for x in run.get("notes", [])]
-        scenarios = sorted({f"{r['scenario']} N={r['n']}" for r in run["rows"]})
-        merged.append({**run["meta"], "scenarios": scenarios})
+        merged.append((run["meta"], run["rows"]))
     out["rows"] = list(rows.values())
+    kept = {id(r) for r in out["rows"]}
+    merged = [{**meta, "scenarios": sorted(f"{r['scenario']} N={r['n']}" for r in rs if id(r) in kept)}
+              for meta, rs in merged]
     out["baseline"] = list(base.values())
     out["setup"] = list(setup.values())
     out["meta"] = {**runs[-1]["meta"], "runs_merged": [m for m in merged if m["scenarios"]]}
