@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -252,4 +253,6 @@ def remove(world: MMWorld) -> None:
     slurm.apply([RemoveAccounts((world.root,))])
     for login in world.logins:
         sh(["userdel", login])
+    shutil.rmtree(world.state_dir, ignore_errors=True)
+    world.tres_path.unlink(missing_ok=True)
     (CACHE_DIR / f"world-{world.n}.json").unlink(missing_ok=True)

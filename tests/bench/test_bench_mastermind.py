@@ -20,6 +20,7 @@ import pytest
 from bench.__main__ import _verdict
 from bench.mastermind import access_summary
 from bench.mm_report import summaries, targets
+from bench.mm_world import CACHE_DIR, MMWorld, remove
 from waldur_slurm.push import PREVIOUS_MONTH_GRACE
 from waldur_slurm.usage import in_month_start
 
@@ -74,8 +75,15 @@ def test_count_targets_fail_the_run_when_violated() -> None:
 @pytest.mark.slurm
 @pytest.mark.timeout(300)
 def test_mastermind_mode_end_to_end_at_n5(tmp_path: Path, mastermind: object, slurm_cluster: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "bench", "--mastermind", "--n", str(N), "--fresh-world",
-                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=280)
+    kept = CACHE_DIR / f"world-{N}.json"
+    kept.unlink(missing_ok=True)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "bench", "--mastermind", "--n", str(N), "--fresh-world",
+                               "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=280)
+    finally:  # the world's SLURM accounts and Linux users go; the server keeps its objects (it has no delete)
+        if kept.exists():
+            remove(MMWorld(**json.loads(kept.read_text())))
+    assert not kept.exists()
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert not results["errors"]
