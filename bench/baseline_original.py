@@ -14,7 +14,14 @@ parses the answers the way the original did, so that it demonstrably reads the s
 Only the SLURM reads are replayed: the original also made 6-8 sequential HTTP requests per account, which
 this baseline leaves out, so the ratio against it understates the original's cost.
 
-``python -m bench.baseline_original ACCOUNTS_FILE [--docker]`` prints one JSON line.
+``--http`` (the real-server mode, ``bench/run --mastermind``) also replays the original's per-account READS
+against the Waldur server named by ``WALDUR_API_URL`` / ``WALDUR_API_TOKEN`` / ``WALDUR_OFFERING_UUID``, one
+after another as it sent them (original-agent.md §9 step 5): the resource looked up by ``backend_id``, the
+allocation's associations, the offering-wide offering users, the resource's plan periods. Its two writes per
+account (``set_limits`` and ``set_usage``, sent every cycle even when nothing changed) are left out: they would
+change the world the agent is measured on. So this too understates the original's cost.
+
+``python -m bench.baseline_original ACCOUNTS_FILE [--docker] [--http]`` prints one JSON line.
 """
 
 from __future__ import annotations
@@ -82,9 +89,46 @@ def run(accounts: list[str], executor: Executor) -> dict[str, object]:
     }
 
 
+def replay_http(accounts: list[str], url: str, token: str, offering: str) -> dict[str, object]:
+    """The original's four reads per account against a real server, sequentially; seconds and requests."""
+    import httpx
+
+    base = url.rstrip("/").removesuffix("/api")
+    requests = 0
+    found = 0
+    consumer_empty = 0
+    t0 = time.perf_counter()
+    with httpx.Client(base_url=base, headers={"Authorization": f"Token {token}"}, timeout=120) as http:
+        def get(path: str, **params: str) -> object:
+            nonlocal requests
+            requests += 1
+            resp = http.get(path, params=params)
+            resp.raise_for_status()
+            return resp.json()
+
+        for account in accounts:
+            rows = get("/api/marketplace-resources/", backend_id=account, offering_uuid=offering, state="OK")
+            if not rows:
+                # the consumer list shows a provider owner nothing of its offering on the 2024 server: the
+                # original needed a token that also sees the projects; the provider list stands in for it
+                consumer_empty += 1
+                rows = get("/api/marketplace-provider-resources/", backend_id=account, offering_uuid=offering, state="OK")
+            if not isinstance(rows, list) or not rows:
+                continue
+            found += 1
+            resource = rows[0]
+            if resource.get("resource_uuid"):
+                get("/api/slurm-associations/", allocation_uuid=resource["resource_uuid"])
+            get("/api/marketplace-offering-users/", offering_uuid=offering)
+            get(f"/api/marketplace-provider-resources/{resource['uuid']}/plan_periods/")
+    wall = time.perf_counter() - t0
+    return {"http_wall": round(wall, 4), "http_requests": requests, "http_found": found, "http_consumer_list_empty": consumer_empty,
+            "http_per_account": round(wall / max(1, len(accounts)), 5)}
+
+
 def main(argv: list[str]) -> int:
     if not argv:
-        print("usage: python -m bench.baseline_original ACCOUNTS_FILE [--docker]", file=sys.stderr)
+        print("usage: python -m bench.baseline_original ACCOUNTS_FILE [--docker] [--http]", file=sys.stderr)
         return 2
     with open(argv[0]) as f:
         accounts = [line.strip() for line in f if line.strip()]
@@ -92,7 +136,11 @@ def main(argv: list[str]) -> int:
         executor: Executor = DockerExecutor(os.environ.get("SLURM_CONTAINER_NAME", "slurmctld"))
     else:
         executor = NativeExecutor()
-    print(json.dumps(run(accounts, executor)), flush=True)
+    out = run(accounts, executor)
+    if "--http" in argv[1:]:
+        out.update(replay_http(accounts, os.environ["WALDUR_API_URL"], os.environ["WALDUR_API_TOKEN"],
+                               os.environ["WALDUR_OFFERING_UUID"]))
+    print(json.dumps(out), flush=True)
     return 0
 
 

@@ -14,9 +14,7 @@ in SLURM is removed, so all samples of a row measure the same work.
 from __future__ import annotations
 
 import json
-import platform
 import secrets
-import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,7 +23,7 @@ from typing import Any
 
 from waldur_standin.testing import StandIn
 
-from .common import PYTHON, REPO, child_env, docker_host, log, run_json
+from .common import PYTHON, child_env, docker_host, log, machine_info, run_json
 from .quiet import Watch
 from .slurm_side import TAG_PREFIX, BenchSlurm, cleanup_bench, sh
 from .waldur_side import PullWorld, PushWorld, restore, snapshot
@@ -62,40 +60,6 @@ class Results:
     def as_json(self) -> dict[str, Any]:
         return {"meta": self.meta, "plan": self.plan.__dict__, "rows": self.rows, "baseline": self.baseline,
                 "setup": self.setup, "errors": self.errors, "retried": self.retried}
-
-
-def machine_info() -> dict[str, Any]:
-    def first(argv: list[str]) -> str:
-        try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
-        except (OSError, IndexError, subprocess.TimeoutExpired):
-            return ""
-
-    mem_kb = 0
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            mem_kb = int(line.split()[1])
-    cpu = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    os_name = ""
-    if Path("/etc/os-release").exists():
-        for line in Path("/etc/os-release").read_text().splitlines():
-            if line.startswith("PRETTY_NAME="):
-                os_name = line.split("=", 1)[1].strip('"')
-    return {
-        "cpus": len(__import__("os").sched_getaffinity(0)),
-        "cpu_model": cpu,
-        "mem_gib": round(mem_kb / 1024 / 1024, 1),
-        "kernel": platform.release(),
-        "os": os_name,
-        "python": platform.python_version(),
-        "slurm": first(["sinfo", "-V"]),
-        "mariadb": first(["mariadbd", "--version"]),
-        "git": first(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
-    }
 
 
 def worker(env: dict[str, str], *cycles: str) -> dict[str, Any]:

@@ -65,6 +65,54 @@ def remove_linux_users(tag: str) -> None:
             sh(["userdel", name])
 
 
+def submit_job_loops(per_user: dict[str, list[str]]) -> list[str]:
+    """One `sleep 1` job per listed account, submitted by the user it is listed under: one shell loop per
+    user, the users in parallel. Returns the job ids."""
+    script = (
+        'for a in "$@"; do sbatch --parsable --job-name=wsa-bench -A "$a" --mem=10M -c1 --time=1 '
+        f'--chdir=/tmp --output=/dev/null --wrap "sleep {JOB_SECONDS}" || exit 1; done'
+    )
+    t0 = time.monotonic()
+    procs = {
+        user: subprocess.Popen(["runuser", "-u", user, "--", "sh", "-c", script, "sh", *accounts],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for user, accounts in per_user.items()
+    }
+    job_ids: list[str] = []
+    for user, proc in procs.items():
+        out, err = proc.communicate(timeout=600)
+        ids = [line.split(";")[0] for line in out.split()]
+        job_ids.extend(ids)
+        if proc.returncode != 0:
+            raise RuntimeError(f"sbatch as {user} failed after {len(ids)} jobs: {err.strip()[:300]}")
+    log(f"SLURM: {len(job_ids)} jobs submitted in {time.monotonic() - t0:.1f} s")
+    return job_ids
+
+
+def wait_jobs(users: Sequence[str], job_ids: Sequence[str], started: datetime, timeout: float = 1800) -> float:
+    """Until ``users`` have nothing queued and sacct shows every one of ``job_ids`` terminal; the seconds waited."""
+    t0 = time.monotonic()
+    names = ",".join(users)
+    while sh(["squeue", "-h", "-u", names, "-o", "%i"]).stdout.strip():
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"bench jobs still queued after {timeout:.0f} s")
+        time.sleep(1)
+    expected = set(job_ids)
+    while True:
+        r = sh(["sacct", "-X", "-n", "-P", "--allusers", "-u", names, "-S", started.strftime("%Y-%m-%dT%H:%M:%S"),
+                "--format=JobID,State"])
+        done = {line.split("|")[0] for line in r.stdout.splitlines()
+                if "|" in line and line.split("|")[1].split(" ")[0] in TERMINAL}
+        if r.returncode == 0 and expected <= done:
+            break
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"{len(expected - done)} bench jobs not terminal in sacct after {timeout:.0f} s")
+        time.sleep(1)
+    elapsed = time.monotonic() - t0
+    log(f"SLURM: {len(expected)} jobs terminal in sacct after {elapsed:.1f} s of waiting")
+    return elapsed
+
+
 def chunks(items: Sequence[str], size: int) -> list[tuple[str, ...]]:
     return [tuple(items[i : i + size]) for i in range(0, len(items), size)]
 
@@ -157,49 +205,13 @@ class BenchSlurm:
         per_user: dict[str, list[str]] = {}
         for i in indices:
             per_user.setdefault(self.pair(i)[0], []).append(self.push_accounts[i])
-        script = (
-            'for a in "$@"; do sbatch --parsable --job-name=wsa-bench -A "$a" --mem=10M -c1 --time=1 '
-            f'--chdir=/tmp --output=/dev/null --wrap "sleep {JOB_SECONDS}" || exit 1; done'
-        )
-        t0 = time.monotonic()
-        procs = {
-            user: subprocess.Popen(["runuser", "-u", user, "--", "sh", "-c", script, "sh", *accounts],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for user, accounts in per_user.items()
-        }
-        count = 0
-        for user, proc in procs.items():
-            out, err = proc.communicate(timeout=600)
-            ids = [line.split(";")[0] for line in out.split()]
-            self.job_ids.extend(ids)
-            count += len(ids)
-            if proc.returncode != 0:
-                raise RuntimeError(f"sbatch as {user} failed after {len(ids)} jobs: {err.strip()[:300]}")
-        log(f"SLURM: {count} jobs submitted in {time.monotonic() - t0:.1f} s")
-        return count
+        ids = submit_job_loops(per_user)
+        self.job_ids.extend(ids)
+        return len(ids)
 
     def wait_jobs(self, timeout: float = 1800) -> float:
         """Until the bench users have nothing queued and sacct shows every submitted job terminal."""
-        t0 = time.monotonic()
-        users = ",".join(self.users)
-        while sh(["squeue", "-h", "-u", users, "-o", "%i"]).stdout.strip():
-            if time.monotonic() - t0 > timeout:
-                raise RuntimeError(f"bench jobs still queued after {timeout:.0f} s")
-            time.sleep(1)
-        expected = set(self.job_ids)
-        while True:
-            r = sh(["sacct", "-X", "-n", "-P", "--allusers", "-u", users, "-S", self.started.strftime("%Y-%m-%dT%H:%M:%S"),
-                    "--format=JobID,State"])
-            done = {line.split("|")[0] for line in r.stdout.splitlines()
-                    if "|" in line and line.split("|")[1].split(" ")[0] in TERMINAL}
-            if r.returncode == 0 and expected <= done:
-                break
-            if time.monotonic() - t0 > timeout:
-                raise RuntimeError(f"{len(expected - done)} bench jobs not terminal in sacct after {timeout:.0f} s")
-            time.sleep(1)
-        elapsed = time.monotonic() - t0
-        log(f"SLURM: {len(expected)} jobs terminal in sacct after {elapsed:.1f} s of waiting")
-        return elapsed
+        return wait_jobs(self.users, self.job_ids, self.started, timeout)
 
     # ------------------------------------------------------------------ cleanup
     def reset_pull(self) -> None:

@@ -10,7 +10,11 @@ another in this process, as the daemon's loop runs them. For every cycle it reco
 - ``http``: requests by method the Waldur facade sent during the cycle (retries included);
 - ``rss_mb``: peak resident set size of this process so far (``VmHWM``), i.e. the agent's own peak,
   SLURM child processes excluded;
-- ``cpu``: user+system CPU seconds of this process during the cycle.
+- ``cpu``: user+system CPU seconds of this process during the cycle;
+- ``latency``: per endpoint (method, path with uuids as ``{uuid}``, filter names), the count and seconds of its
+  requests from sending to the response's headers. Against a server on the same machine this is the server's
+  own time per request (Django renders the whole body before it sends the headers), which gunicorn's default
+  access log does not record.
 
 Prints one JSON line: ``{"startup": s, "rss_start_mb": m, "cycles": [...]}``.
 """
@@ -20,9 +24,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import resource
+import statistics
 import sys
+import threading
 import time
+from typing import Any
+from urllib.parse import parse_qsl
 
 _T0 = time.perf_counter()
 
@@ -56,6 +65,54 @@ def _command(argv: list[str]) -> str:
     if words[0] == "sacctmgr":
         return f"sacctmgr {words[1]}" if len(words) > 1 else "sacctmgr stdin"
     return words[0]
+
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
+_NOT_FILTERS = frozenset({"page", "page_size", "field"})
+
+
+def endpoint_key(method: str, path: str, query: str) -> str:
+    """``GET /api/slurm-associations/ ?allocation_uuid``: requests that cost the server alike group together."""
+    names = sorted({k for k, _ in parse_qsl(query, keep_blank_values=True)} - _NOT_FILTERS)
+    key = f"{method} {_UUID.sub('{uuid}', path)}"
+    return f"{key} ?{'&'.join(names)}" if names else key
+
+
+class RequestTimer:
+    """httpx event hooks on the agent's own client: (endpoint, seconds to the response headers) of every request."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[str, float]] = []
+        self._started: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def install(self, http: Any) -> None:
+        http.event_hooks["request"].append(self._request)
+        http.event_hooks["response"].append(self._response)
+
+    def _request(self, request: Any) -> None:
+        with self._lock:
+            self._started[id(request)] = time.perf_counter()
+
+    def _response(self, response: Any) -> None:
+        request = response.request
+        with self._lock:
+            started = self._started.pop(id(request), None)
+            if started is not None:
+                key = endpoint_key(request.method, request.url.path, request.url.query.decode())
+                self.samples.append((key, time.perf_counter() - started))
+
+    @staticmethod
+    def summary(samples: list[tuple[str, float]]) -> dict[str, dict[str, float]]:
+        by_key: dict[str, list[float]] = {}
+        for key, seconds in samples:
+            by_key.setdefault(key, []).append(seconds)
+        out = {}
+        for key, vals in sorted(by_key.items()):
+            vals.sort()
+            out[key] = {"count": len(vals), "total": round(sum(vals), 4), "median": round(statistics.median(vals), 4),
+                        "p90": round(vals[min(len(vals) - 1, int(0.9 * len(vals)))], 4), "max": round(vals[-1], 4)}
+        return out
 
 
 class TimedExecutor:
@@ -95,6 +152,12 @@ def main(argv: list[str]) -> int:
 
     settings = load_settings(os.environ)
     waldur = make_waldur_client(settings)
+    timer = RequestTimer()
+    http_client = waldur._sdk.get_httpx_client()
+    timer.install(http_client)
+    tag = os.environ.get("BENCH_USER_AGENT_TAG")
+    if tag:  # the real server's access log tells this process's requests from other agents' by it
+        http_client.headers["User-Agent"] = f"{http_client.headers['User-Agent']} {tag}"
     slurm = make_slurm_client(settings)
     timed = TimedExecutor(slurm.executor)
     slurm.executor = timed  # type: ignore[assignment]
@@ -106,6 +169,8 @@ def main(argv: list[str]) -> int:
         http0 = dict(waldur.request_counts)
         procs0 = slurm.executor.process_count
         calls0 = len(timed.calls)
+        timed0 = len(timer.samples)
+        retries0 = waldur._transport.retries
         cpu0 = _cpu()
         t0 = time.perf_counter()
         if kind == "push":
@@ -127,6 +192,8 @@ def main(argv: list[str]) -> int:
                 "slurm_seconds": round(sum(float(c["seconds"]) for c in calls), 4),  # type: ignore[arg-type]
                 "slurm_calls": calls,
                 "http": {m: n for m, n in http.items() if n},
+                "latency": RequestTimer.summary(timer.samples[timed0:]),
+                "retries": waldur._transport.retries - retries0,
                 "rss_mb": round(_rss_mb(), 2),
                 "seen": report.seen,
                 "done": report.done,

@@ -61,6 +61,9 @@ def test_membership_follows_the_team(pull_env: PullEnv) -> None:
     # every request the pass made is counted: list resources, offering users, one team per resource
     assert report.http_requests == len(env.standin.requests()) - before
     assert report.http_requests <= 2 + 2 + (2 if env.profile == "2024" else 0) * 2
+    # r1 and r2 are in one project, whose team is the same for both: it is read once
+    [team_read] = [e["path"] for e in env.standin.requests()[before:] if e["path"].endswith("/team/")]
+    assert team_read.split("/")[-3].replace("-", "") in {r["resource_uuid"].replace("-", "") for r in (r1, r2)}
     if env.profile == "2024":
         usernames = {a["username"] for a in env.standin.state()["associations"].values()}
         assert usernames == {alice, carol}

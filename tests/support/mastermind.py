@@ -382,6 +382,15 @@ class AccessLog:
             out = [e for e in out if not (found := _UUID_HEX.findall(e[1])) or any(u in ours for u in found)]
         return out
 
+    def since_ua(self, mark: int, marker: str) -> list[tuple[str, str, int, str]]:
+        """(method, path, status, user agent) of the requests logged after ``mark`` whose User-Agent contains
+        ``marker``: one agent process's requests, told apart from other agents' on a shared server."""
+        with self.path.open("rb") as f:
+            f.seek(mark)
+            text = f.read().decode("utf-8", "replace")
+        return [(m["method"], m["path"], int(m["status"]), m["ua"]) for line in text.splitlines()
+                if (m := _ACCESS.search(line)) and marker in m["ua"]]
+
     @staticmethod
     def writes(entries: Sequence[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
         return [e for e in entries if e[0] in ("POST", "PUT", "PATCH", "DELETE")]

@@ -103,3 +103,11 @@ def plan_membership(
             ]
     plan.ops = work.ops()
     return plan
+
+
+def team_readers(resources: Sequence[Resource]) -> dict[str, str]:
+    """resource uuid -> the resource whose team is read for it. Waldur's team of a resource is its project's
+    users with their logins in the resource's offering (one offering here), so one read per project serves
+    all of the project's resources; a resource without a project uuid is read on its own."""
+    first: dict[str, str] = {}
+    return {r.uuid: first.setdefault(r.project_uuid or r.uuid, r.uuid) for r in resources}

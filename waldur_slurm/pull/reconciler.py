@@ -32,7 +32,7 @@ from waldur_slurm.daemon.cycle import CycleReport
 from waldur_slurm.domain import naming
 from waldur_slurm.domain.outcome import Outcomes, Status, retry_later
 from waldur_slurm.pull.ledger import Ledger
-from waldur_slurm.pull.membership import plan_membership
+from waldur_slurm.pull.membership import plan_membership, team_readers
 from waldur_slurm.pull.model import (
     Associate,
     Decision,
@@ -516,7 +516,10 @@ class PullReconciler:
             report.unreachable.append(f"Waldur unreachable: offering users not listed: {exc}")
             report.deferred = len(resources)
             return
-        for uuid, team in self.waldur.teams([r.uuid for r in managed], workers=self.settings.read_concurrency).items():
+        readers = team_readers(managed)
+        read = self.waldur.teams(sorted(set(readers.values())), workers=self.settings.read_concurrency)
+        for uuid, reader in readers.items():
+            team = read[reader]
             if isinstance(team, list):
                 teams[uuid] = team
             else:
