@@ -106,10 +106,12 @@ def test_mastermind_mode_end_to_end_at_n5(tmp_path: Path, mastermind: object, sl
     assoc = r["latency"]
     reads = assoc.get("GET /api/slurm-associations/ ?allocation_uuid", {}).get("count", 0)
     assert assoc["GET /api/slurm-associations/"]["count"] == 1 and reads in (0, N)  # whole list, or each allocation
-    # pull idle: the order list; membership: the API root, the resources, the offering users, and the team of
-    # the world's one project, read once for its N resources
-    assert rows["pull_idle"]["http"] == {"GET": 1} and rows["pull_idle"]["slurm_processes_values"] == [0]
-    assert rows["membership"]["http"] == {"GET": 4} and rows["membership"]["slurm_processes_values"] == [1]
+    # one agent process runs the idle pull cycle, then the membership pass. Pull idle: the API root (the
+    # server's capabilities, read once per process; the enforcement step asks whether the server has the
+    # Waldur 8 flags) and the order list. Membership: the resources, the offering users, and the team of the
+    # world's one project, read once for its N resources.
+    assert rows["pull_idle"]["http"] == {"GET": 2} and rows["pull_idle"]["slurm_processes_values"] == [0]
+    assert rows["membership"]["http"] == {"GET": 3} and rows["membership"]["slurm_processes_values"] == [1]
     assert rows["pull_idle_membership"]["log"] == {"GET": 5} and rows["pull_idle_membership"]["log_writes"] == {}
     r = rows["restore"]
     [(restored, removed)] = r["restored"]
