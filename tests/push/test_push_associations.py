@@ -66,7 +66,8 @@ def test_no_change_push_writes_nothing_and_removals_are_found(push_env_2024: Pus
     log = env.requests_since(mark)
     routes = Counter(f"{e['method']} {e['route']}" for e in log)
     assert writes(log) == [] and second.writes == 0, second.notes[:5]
-    assert routes["GET /api/slurm-associations/"] == 1 + N  # first page, then each allocation on its own
+    # two pages, then wsa_bob's 160 rows (positions 160-319, across the boundary at 300) again in one window
+    assert routes["GET /api/slurm-associations/"] == 3
     assert second.done == N
 
     # A user leaves the SLURM account whose Waldur association the paged read never returns.
@@ -85,10 +86,11 @@ def test_no_change_push_writes_nothing_and_removals_are_found(push_env_2024: Pus
     left = {(a["allocation_uuid"], a["username"]) for a in env.standin.state()["associations"].values()}
     assert (gone["allocation_uuid"], gone["username"]) not in left and len(left) == 2 * N - 1
 
-    # One allocation's read fails past the retries (serial reads: the 6th, after the first page and 4 others):
-    # "not read" is never taken for "none held", so nothing is re-created, and only that resource is skipped.
+    # The whole list's second page fails past the retries, so each allocation is read on its own; and the first
+    # of those reads fails too (serial reads: 4 attempts each). "not read" is never taken for "none held", so
+    # nothing is re-created, and only that resource is skipped.
     serial = env.reporter(env.settings(WALDUR_PUSH_CONCURRENCY="1"))
-    env.standin.inject_fault("/api/slurm-associations/", status=503, count=4, skip=5)
+    env.standin.inject_fault("/api/slurm-associations/", status=503, count=8, skip=1)
     mark = env.mark()
     fourth = serial.run_cycle()
     log = env.requests_since(mark)

@@ -46,6 +46,8 @@ API_ROOT = "/api/"
 SLURM_REMOTE_PREFIX = "marketplace-slurm-remote"
 SLURM_REMOTE = f"/api/{SLURM_REMOTE_PREFIX}/"
 ASSOCIATIONS = "/api/slurm-associations/"
+# the 2024 server's 400 to delete_association of a username the allocation has no association for
+ASSOCIATION_GONE = "Association between the allocation and the username does not exist."
 MAX_PAGE_SIZE = 300
 _LINK_RE = re.compile(r'<([^>]*)>\s*;\s*rel="?([A-Za-z]+)"?')
 

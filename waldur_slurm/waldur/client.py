@@ -27,8 +27,10 @@ from uuid import UUID
 
 import httpx
 
+from . import association_pages as pages
+
 from .base import (  # isort: skip  (first: it makes the SDK's models package lazy before any SDK import)
-    ASSOCIATIONS, COMPONENT_USAGE_FIELDS, FLAVOUR_8, FLAVOUR_2024, OFFERING_USER_FIELDS,
+    ASSOCIATION_GONE, ASSOCIATIONS, COMPONENT_USAGE_FIELDS, FLAVOUR_8, FLAVOUR_2024, OFFERING_USER_FIELDS,
     ORDER_FIELDS, RESOURCE_FIELDS, SLURM_REMOTE, USER_USAGE_FIELDS, _APPROVED_STATES, Capabilities,
     WaldurBase, _next_page, host_root, json_number, usage_amount,
 )
@@ -527,9 +529,20 @@ class WaldurClient(WaldurBase):
         return resp.status_code == 201
 
     def delete_association(self, resource_uuid: str, username: str) -> bool:
+        """2024 only. True when deleted now; False when there was none (the server answers 400 for that: after
+        a retried delete whose first attempt went through, or a read that is a cycle old, gone is done)."""
         if self.flavour != FLAVOUR_2024:
             return False
-        self._slurm_remote(resource_uuid, "delete_association", {"username": username}, idempotent=True)
+        resp = self._slurm_remote(resource_uuid, "delete_association", {"username": username}, idempotent=True,
+                                  ok_statuses=(400,))
+        if resp.status_code == 400:
+            answer = self._json(resp)
+            if isinstance(answer, list) and ASSOCIATION_GONE in answer:
+                log.info("association %s of resource %s was already gone", username, resource_uuid)
+                return False
+            raise WaldurPermanentError(
+                f"Waldur POST slurm-remote delete_association for resource {norm_uuid(resource_uuid)}: HTTP 400: "
+                f"{answer}", status=400, method="POST", path=str(resp.request.url.path))
         return True
 
     def list_offering_associations(
@@ -539,11 +552,12 @@ class WaldurClient(WaldurBase):
 
         ``/api/slurm-associations/`` is neither scoped nor stably ordered on the 2024 server: every token sees
         every association of the server, sorted by username only, so rows sharing a username are skipped or
-        repeated across pages (1,233 rows paged into 1,068 distinct ones). A paged read of it can neither
-        prove an association absent (a removal would be missed) nor present (it would be created again).
-        So: one request for the first page; when that is the whole list (no next page) it is one consistent
-        query and is used. Otherwise each allocation is read on its own with ``allocation_uuid=``, ``workers``
-        at a time: within one allocation usernames are unique, so its pages are exact.
+        repeated across pages (1,233 rows paged into 1,068 distinct ones). The whole list is still read
+        exactly (``association_pages``): its pages, then one window per username whose rows straddle a page
+        boundary. When that costs more requests than one read per allocation (a server full of other
+        offerings' associations), or the pages contradict each other (the table changed meanwhile), each
+        allocation is read on its own with ``allocation_uuid=``, ``workers`` at a time: within one allocation
+        usernames are unique, so its pages are exact.
 
         An allocation whose read failed maps to its error (its associations are left alone this cycle); an
         authentication error is raised.
@@ -557,7 +571,24 @@ class WaldurClient(WaldurBase):
         if _next_page(first.headers.get("Link")) is None:
             whole = _usernames_by_allocation(self._items(first))
             return {a: whole.get(a, frozenset()) for a in wanted}
-        out: dict[str, frozenset[str] | WaldurError] = {}
+        total = _result_count(first)
+        known: dict[str, frozenset[str]] = {}
+        if total is not None and pages.worth_reading_whole(total, self.page_size, len(wanted)):
+            try:
+                read = self._whole_association_list(first, total, workers)
+            except WaldurAuthError:
+                raise
+            except WaldurError as exc:
+                log.info("associations: the whole list could not be read (%s); reading per allocation", exc)
+                read = None
+            if read is not None:
+                rows, uncertain = read
+                whole = _usernames_by_allocation(rows)
+                known = {a: held for a in wanted if not pages.needs_own_read(held := whole.get(a, frozenset()), uncertain)}
+                if uncertain:
+                    log.debug("associations: %d allocation(s) read on their own: %s in more rows than a page holds",
+                             len(wanted) - len(known), ", ".join(sorted(uncertain)))
+        out: dict[str, frozenset[str] | WaldurError] = dict(known)
 
         def one(alloc: str) -> None:
             try:
@@ -569,18 +600,61 @@ class WaldurClient(WaldurBase):
                 return
             out[alloc] = _usernames_by_allocation(rows).get(alloc, frozenset())
 
-        run_bounded(one, wanted, workers, name="waldur-read")
-        return out
+        run_bounded(one, [a for a in wanted if a not in known], workers, name="waldur-read")
+        return {a: out[a] for a in wanted}
+
+    def _whole_association_list(
+        self, first: httpx.Response, total: int, workers: int
+    ) -> tuple[list[dict[str, Any]], frozenset[str]] | None:
+        """Every association of the server once, and the logins whose rows may be incomplete; None when the
+        pages contradict each other (the list changed while it was read)."""
+        size = self.page_size
+        got: dict[int, list[dict[str, Any]]] = {1: self._items(first)}
+        counts: set[int | None] = {total}
+
+        def page(number: int) -> None:
+            resp = self._raw("GET", ASSOCIATIONS, params={"page": number, "page_size": size})
+            counts.add(_result_count(resp))
+            got[number] = self._items(resp)
+
+        run_bounded(page, list(range(2, pages.page_count(total, size) + 1)), workers, name="waldur-read")
+        ordered = [got[n] for n in sorted(got)]
+        reading = pages.resolve(ordered, total, size) if counts == {total} else None
+        if reading is None:
+            log.info("associations: the list changed while it was read; reading per allocation")
+            return None
+        fixed: dict[str, list[dict[str, Any]]] = {}
+        bad: list[str] = []
+
+        def reread(window: pages.Window) -> None:
+            resp = self._raw("GET", ASSOCIATIONS, params={"page": window.page, "page_size": window.page_size})
+            rows = pages.run_rows(window, self._items(resp), total) if _result_count(resp) == total else None
+            if rows is None:
+                bad.append(window.run.username)
+            else:
+                fixed[window.run.username] = [dict(r) for r in rows]
+
+        run_bounded(reread, list(reading.windows), workers, name="waldur-read")
+        if bad:
+            log.info("associations: the list changed while it was read; reading per allocation")
+            return None
+        log.debug("associations: %d rows in %d pages and %d windows", total, len(ordered), len(reading.windows))
+        return [dict(r) for r in pages.merge(ordered, fixed)], reading.uncertain
+
+
+def _result_count(resp: httpx.Response) -> int | None:
+    try:
+        return int(resp.headers.get("X-Result-Count", ""))
+    except ValueError:
+        return None
+
+
+def _allocation_of(item: Mapping[str, Any]) -> str | None:
+    return uuid_from_url(item.get("allocation")) or norm_uuid(item.get("allocation_uuid"))
 
 
 def _usernames_by_allocation(rows: Iterable[Mapping[str, Any]]) -> dict[str, frozenset[str]]:
-    out: dict[str, set[str]] = {}
-    for item in rows:
-        alloc = uuid_from_url(item.get("allocation")) or norm_uuid(item.get("allocation_uuid"))
-        username = item.get("username")
-        if alloc and isinstance(username, str) and username:
-            out.setdefault(alloc, set()).add(username)
-    return {k: frozenset(v) for k, v in out.items()}
+    return pages.usernames_by_allocation(rows, _allocation_of)
 
 
 def _association_pages(client: WaldurClient, params: dict[str, Any]) -> list[dict[str, Any]]:
