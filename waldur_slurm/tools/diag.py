@@ -87,6 +87,10 @@ def waldur_checks(settings: Settings, waldur: Any) -> list[Check]:
 
     try:
         version = waldur.server_version()
+    except WaldurAuthError as exc:
+        # it answered: the 2024 server shows its version to staff only (403), and a refused token (401) is
+        # the next check's to report
+        version = "not shown (staff only)" if getattr(exc, "status", None) == 403 else "not shown (token refused)"
     except Exception as exc:
         checks.append(Check(names[0], False, f"{mask_url(settings.waldur_api_url)}: {_reason(exc)}"))
         return skipped("Waldur API unreachable")

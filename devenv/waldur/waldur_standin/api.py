@@ -154,6 +154,12 @@ class Api:
         return json_response({p: f"{base}{p}/" for p in prefixes})
 
     async def version(self, request: web.Request) -> web.Response:
+        if self.s.profile == "2024":
+            # Oct 2024: IsStaffOrSupportUser (401 without a token, 403 to everyone else); "unknown" in this packaging
+            user = self.user(request)
+            if not (user["is_staff"] or user.get("is_support")):
+                raise ApiError(403, PERMISSION_DENIED)
+            return json_response({"version": "unknown"})
         return json_response({"version": self.s.version, "latest_version": None})
 
     async def users_me(self, request: web.Request) -> web.Response:

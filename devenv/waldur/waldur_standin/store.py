@@ -1144,13 +1144,14 @@ class Store:
         invalid = [t for t, _, _ in parsed if t not in comps]
         if invalid:
             raise ApiError(400, {"non_field_errors": [f"These components are invalid: {', '.join(invalid)}."]})
-        if body.get("date"):
+        when = self.now()
+        # The Oct 2024 serializer has no `date` field: the server ignores it and files the report under the
+        # month it receives it in (tests/mastermind/test_mm_load_usage.py shows it); 8.x uses the date's month.
+        if body.get("date") and self.profile != "2024":
             try:
                 when = parse_iso(str(body["date"]))
             except ValueError:
                 raise ApiError(400, {"date": ["Datetime has wrong format."]}) from None
-        else:
-            when = self.now()
         period = month_start(when)
         current = month_start(self.now())
         if period < current and not user["is_staff"]:
