@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from waldur_slurm.slurm.errors import ActiveJobsError, CommandNotFound, ContainerMissing, SlurmTransientError
-from waldur_slurm.waldur.errors import WaldurAuthError, WaldurTransientError
+from waldur_slurm.slurm.errors import ActiveJobsError, CommandNotFound, ContainerMissing, SlurmError, SlurmTransientError
+from waldur_slurm.waldur.errors import WaldurAuthError, WaldurError, WaldurTransientError
 
 
 class ErrorKind(Enum):
@@ -40,6 +40,21 @@ def classify(exc: BaseException) -> ErrorKind:
 def retry_later(exc: BaseException) -> bool:
     """The work waits for a later cycle (it is not failed)."""
     return classify(exc) in (ErrorKind.TRANSIENT, ErrorKind.MISCONFIGURED)
+
+
+def tool_failure(exc: BaseException) -> tuple[int, str] | None:
+    """A one-shot job's exit code and words for an error that ended it: 3 the token was refused, 4 Waldur or
+    SLURM could not be reached, 1 Waldur refused the read or a SLURM command failed; None for an error that is
+    not Waldur's or SLURM's."""
+    if isinstance(exc, WaldurAuthError):
+        return 3, f"Waldur refused the API token: {exc}"
+    if isinstance(exc, WaldurTransientError):
+        return 4, f"Waldur unreachable: {exc}"
+    if isinstance(exc, SlurmError):
+        return (4, f"SLURM unreachable: {exc}") if retry_later(exc) else (1, f"SLURM command failed: {exc}")
+    if isinstance(exc, WaldurError):
+        return 1, f"Waldur refused the read: {exc}"
+    return None
 
 
 class Status(Enum):

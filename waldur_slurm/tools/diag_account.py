@@ -371,8 +371,9 @@ def run(settings: Settings, target: str, *, as_json: bool = False, echo: Callabl
     """0: Waldur and SLURM agree; 1: they differ (every difference printed); 2: no such allocation;
     3: the token was refused; 4: Waldur or SLURM unreachable."""
     from waldur_slurm.daemon.wiring import make_slurm_client, make_waldur_client
+    from waldur_slurm.domain.outcome import tool_failure
     from waldur_slurm.slurm.errors import SlurmError
-    from waldur_slurm.waldur.errors import WaldurAuthError, WaldurError, WaldurTransientError
+    from waldur_slurm.waldur.errors import WaldurError
 
     def fail(line: str) -> None:
         (err or (lambda text: print(text, file=sys.stderr)))(line)
@@ -384,18 +385,10 @@ def run(settings: Settings, target: str, *, as_json: bool = False, echo: Callabl
     except UnknownAllocation as exc:
         fail(f"waldur-slurm-agent: {exc}")
         return 2
-    except WaldurAuthError as exc:
-        fail(f"waldur-slurm-agent: Waldur refused the API token: {exc}")
-        return 3
-    except WaldurTransientError as exc:
-        fail(f"waldur-slurm-agent: Waldur unreachable: {exc}")
-        return 4
-    except WaldurError as exc:
-        fail(f"waldur-slurm-agent: Waldur read failed: {exc}")
-        return 1
-    except SlurmError as exc:
-        fail(f"waldur-slurm-agent: SLURM unreachable: {exc}")
-        return 4
+    except (WaldurError, SlurmError) as exc:
+        code, words = tool_failure(exc) or (1, str(exc))
+        fail(f"waldur-slurm-agent: {words}")
+        return code
     finally:
         waldur.close()
     if as_json:

@@ -295,7 +295,7 @@ def run(settings: Settings, text: str, *, dry_run: bool = False, echo: Callable[
     """The CLI job: 0 when every month was reported (or had nothing to report), 1 when a month failed,
     2 for a bad range, 3 when Waldur refused the token, 4 when Waldur or SLURM could not be reached at all."""
     from waldur_slurm.daemon.wiring import make_slurm_client, make_waldur_client
-    from waldur_slurm.waldur.errors import WaldurTransientError
+    from waldur_slurm.domain.outcome import tool_failure
 
     tz = settings.billing_timezone
     moment = now()
@@ -311,15 +311,10 @@ def run(settings: Settings, text: str, *, dry_run: bool = False, echo: Callable[
         loader = UsageLoader(settings, waldur, slurm, now=lambda: moment, echo=echo)
         try:
             result = loader.run(months, dry_run=dry_run)
-        except WaldurAuthError as exc:
-            err(f"load-usage: Waldur refused the API token: {exc}")
-            return 3
-        except WaldurTransientError as exc:
-            err(f"load-usage: Waldur unreachable: {exc}; nothing reported")
-            return 4
         except WaldurError as exc:
-            err(f"load-usage: Waldur refused the offering or resource list: {exc}; nothing reported")
-            return 1
+            code, words = tool_failure(exc) or (1, str(exc))
+            err(f"load-usage: {words}" + ("" if code == 3 else "; nothing reported"))
+            return code
     finally:
         waldur.close()
     summary = (f"load-usage {first:%Y-%m}..{last:%Y-%m}: {result.months} month(s), {result.writes} write(s), "

@@ -66,6 +66,18 @@ STATE_ACCOUNT_FORMAT = "account,parentname,user,grptresmins,cluster,organization
 # The fields read here (parent, users, GrpTRESMins, which is never inherited) are the same either way.
 WITHOUT_PARENT_LIMITS = "WOPLimits"
 
+def _open_lock(path: str) -> int | OSError:
+    """The lock file's descriptor. flock needs no write access: a lock file another user made (root's 0644, as
+    after a root run) is opened read-only, so a non-root agent still takes the same lock."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        try:
+            return os.open(path, os.O_RDONLY)
+        except OSError:
+            return exc
+
+
 class SlurmClient:
     def __init__(
         self,
@@ -95,6 +107,7 @@ class SlurmClient:
         # user -> DefaultAccount as last seen (read_state) and kept up to date by apply(): lets a removal
         # name many accounts in one command (see _removal_lines). None: not known, one command per account.
         self._defaults: dict[str, str | None] | None = None
+        self._lock_warned = False
 
     # ------------------------------------------------------------------ running
     def _run(self, argv: list[str], *, stdin: str | None = None, timeout: float | None = None) -> CommandResult:
@@ -114,10 +127,11 @@ class SlurmClient:
         if not self.write_lock:
             yield
             return
-        try:
-            fd = os.open(self.write_lock, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as exc:
-            log.warning("cannot open SLURM write lock %s (%s); writing without it", self.write_lock, exc)
+        fd = _open_lock(self.write_lock)
+        if isinstance(fd, OSError):
+            if not self._lock_warned:
+                self._lock_warned = True
+                log.warning("cannot open SLURM write lock %s (%s); writing without it", self.write_lock, fd)
             yield
             return
         try:
