@@ -123,8 +123,10 @@ def test_pages_that_cannot_be_one_ordering_are_refused() -> None:
     assert pages.run_rows(w, [r("a"), r("b"), r("b")], 4) is None  # the window came back short
 
 
-def test_whole_or_per_allocation_is_chosen_by_the_requests_it_costs() -> None:
-    assert pages.worth_reading_whole(3128, 300, 40)  # 11 pages + at most 10 windows < 1 + 40
-    assert not pages.worth_reading_whole(3128, 300, 19)
-    assert pages.worth_reading_whole(301, 300, 3)  # 2 pages + 1 window < 1 + 3 allocations
-    assert not pages.worth_reading_whole(301, 300, 2)
+def test_whole_or_per_allocation_is_chosen_by_what_it_costs_the_server() -> None:
+    # a page of 300 rows costs about ten reads of one allocation
+    assert pages.worth_reading_whole(3128, 300, 500)  # (11 pages + at most 10 windows) x 10 < 1 + 500
+    assert not pages.worth_reading_whole(3128, 300, 209)
+    assert pages.worth_reading_whole(301, 300, 30)  # (2 pages + 1 window) x 10 < 1 + 30 allocations
+    assert not pages.worth_reading_whole(301, 300, 29)
+    assert pages.worth_reading_whole(320, 40, 40)  # small pages cost less: (8 + 7) x 1.33 < 41
