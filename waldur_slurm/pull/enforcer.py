@@ -83,7 +83,7 @@ class Enforcer:
             log.info("enforcement: %s", note)
         if dry_run:
             if plan.steps or plan.changes:
-                self.r._print_plan(plan.describe(), report)
+                self.r.print_plan(plan.describe(), report)
             return
         if not plan.steps:
             self.store.save(plan.records)

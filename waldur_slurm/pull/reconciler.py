@@ -109,7 +109,8 @@ class PullReconciler:
         report.http_requests = reqs - start[1]
         return report  # the loop logs the one summary line
 
-    def _print_plan(self, lines: Iterable[str], report: CycleReport) -> None:
+    def print_plan(self, lines: Iterable[str], report: CycleReport) -> None:
+        """A dry run's plan (orders, membership, enforcement): printed, and kept in the cycle's notes."""
         for line in lines:
             self.out(line)
             report.notes.append(line)
@@ -159,7 +160,7 @@ class PullReconciler:
         active = [o for o in orders if not outcome.settled(o.uuid)]
         plan = plan_orders(active, state, config, resources=resources, teams=teams, offering_users=offering_users)
         if dry_run:
-            self._print_plan(plan.describe(), report)
+            self.print_plan(plan.describe(), report)
             report.skipped = len(orders)
             return
 
@@ -530,7 +531,7 @@ class PullReconciler:
         for note in plan.notes:
             log.info("membership: %s", note)
         if dry_run:
-            self._print_plan(plan.describe(), report)
+            self.print_plan(plan.describe(), report)
             return
         failed: set[str] = set()
         deferred: set[str] = set()
