@@ -12,8 +12,8 @@ the positions [a, e), where a is the number of rows with a smaller username. So
 - a run longer than any window (a login in more than 300 allocations of the server) stays uncertain: the
   rows seen exist, but an allocation where it was not seen must be read on its own;
 - anything that contradicts this (the count changed between requests, a username in two runs, a short
-  page, a run longer than the largest page) means the table changed or the server is not the one modelled:
-  the caller then reads per allocation instead.
+  page, a window that does not show its run where the pages did) means the table changed or the server is
+  not the one modelled: the caller then reads per allocation instead.
 
 Measured on the Oct 2024 server: the same (page, page_size) returns the same order again, so re-reading
 pages does not recover the rows a long run lost (3,220 rows: 2,739 distinct in pages of 300; four more
@@ -106,7 +106,8 @@ def straddling(runs: Sequence[Run], page_size: int) -> list[Run]:
 
 
 def window_for(run: Run, max_page_size: int) -> Window | None:
-    """The largest page size whose one page holds all of the run, or None when the run is longer than a page."""
+    """The largest page size whose one page holds all of the run, or None when no page of at most
+    ``max_page_size`` rows does (a run longer than that, or one no page size aligns with)."""
     for size in range(max_page_size, run.end - run.start - 1, -1):
         page = run.start // size + 1
         if page * size >= run.end:
