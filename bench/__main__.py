@@ -93,24 +93,18 @@ def publish_docs(section: str, plots: list[Path]) -> None:
         old.unlink()
     for p in plots:
         shutil.copy2(p, DOCS_DIR / p.name)
-    text = DOCS_PAGE.read_text() if DOCS_PAGE.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text = text.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOCS_PAGE.write_text(f"{head}{BEGIN}\n{section}{END}{tail}")
-    log(f"published the results section of {DOCS_PAGE.relative_to(REPO)} and {len(plots)} plots")
+    publish_section(section, BEGIN, END, what=f"the results section and {len(plots)} plots")
 
 
-def publish_section(section: str, begin: str, end: str) -> None:
+def publish_section(section: str, begin: str, end: str, *, what: str = "the mastermind section") -> None:
     """Replace the part of docs/benchmarks.md between ``begin`` and ``end`` (appended when missing)."""
-    text = DOCS_PAGE.read_text()
+    text = DOCS_PAGE.read_text() if DOCS_PAGE.exists() else "# Benchmarks\n"
     if begin not in text or end not in text:
         text = text.rstrip("\n") + f"\n\n{begin}\n{end}\n"
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
     DOCS_PAGE.write_text(f"{head}{begin}\n{section}{end}{tail}")
-    log(f"published the mastermind section of {DOCS_PAGE.relative_to(REPO)}")
+    log(f"published {what} of {DOCS_PAGE.relative_to(REPO)}")
 
 
 def main_mastermind(args: argparse.Namespace) -> int:

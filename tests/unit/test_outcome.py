@@ -27,6 +27,5 @@ def test_classify_and_tool_failure(exc: Exception, kind: ErrorKind, later: bool,
     assert tool_failure(exc) == (exit_code, words)
 
 
-def test_an_error_that_is_neither_waldurs_nor_slurms_is_not_a_tool_failure() -> None:
-    assert tool_failure(ValueError("x")) is None
+def test_any_other_error_is_permanent() -> None:
     assert classify(ValueError("x")) is ErrorKind.PERMANENT

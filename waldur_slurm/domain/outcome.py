@@ -42,19 +42,16 @@ def retry_later(exc: BaseException) -> bool:
     return classify(exc) in (ErrorKind.TRANSIENT, ErrorKind.MISCONFIGURED)
 
 
-def tool_failure(exc: BaseException) -> tuple[int, str] | None:
-    """A one-shot job's exit code and words for an error that ended it: 3 the token was refused, 4 Waldur or
-    SLURM could not be reached, 1 Waldur refused the read or a SLURM command failed; None for an error that is
-    not Waldur's or SLURM's."""
+def tool_failure(exc: WaldurError | SlurmError) -> tuple[int, str]:
+    """A one-shot job's exit code and words for a Waldur or SLURM error that ended it: 3 the token was refused,
+    4 Waldur or SLURM could not be reached, 1 Waldur refused the read or a SLURM command failed."""
     if isinstance(exc, WaldurAuthError):
         return 3, f"Waldur refused the API token: {exc}"
     if isinstance(exc, WaldurTransientError):
         return 4, f"Waldur unreachable: {exc}"
     if isinstance(exc, SlurmError):
         return (4, f"SLURM unreachable: {exc}") if retry_later(exc) else (1, f"SLURM command failed: {exc}")
-    if isinstance(exc, WaldurError):
-        return 1, f"Waldur refused the read: {exc}"
-    return None
+    return 1, f"Waldur refused the read: {exc}"
 
 
 class Status(Enum):

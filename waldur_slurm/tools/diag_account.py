@@ -386,7 +386,7 @@ def run(settings: Settings, target: str, *, as_json: bool = False, echo: Callabl
         fail(f"waldur-slurm-agent: {exc}")
         return 2
     except (WaldurError, SlurmError) as exc:
-        code, words = tool_failure(exc) or (1, str(exc))
+        code, words = tool_failure(exc)
         fail(f"waldur-slurm-agent: {words}")
         return code
     finally:

@@ -312,7 +312,7 @@ def run(settings: Settings, text: str, *, dry_run: bool = False, echo: Callable[
         try:
             result = loader.run(months, dry_run=dry_run)
         except WaldurError as exc:
-            code, words = tool_failure(exc) or (1, str(exc))
+            code, words = tool_failure(exc)
             err(f"load-usage: {words}" + ("" if code == 3 else "; nothing reported"))
             return code
     finally:
